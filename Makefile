@@ -1,0 +1,62 @@
+# The README's two commands: `make app` and `make test`. Both set up .venv/ on a fresh machine
+# (idempotent: a second run only checks stamps) and then do their job.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PORT ?= 8501
+ADDRESS ?= 127.0.0.1
+# torch is pinned in the same pip command as everything else: never a CUDA build by accident.
+TORCH := torch==2.13.0
+
+.PHONY: app test setup setup-dev chromium lint format bench bench-quick zoo clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.stamp-app: pyproject.toml | $(PY)
+	$(PIP) install --quiet $(TORCH) -e .
+	@touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-app
+	$(PIP) install --quiet $(TORCH) -e '.[dev]'
+	@touch $@
+
+setup: $(VENV)/.stamp-app
+
+setup-dev: $(VENV)/.stamp-dev
+
+## make app: set up and launch the app on the built-in MNIST data (http://$(ADDRESS):$(PORT))
+app: setup
+	$(VENV)/bin/streamlit run app.py --server.headless true --server.address $(ADDRESS) \
+		--server.port $(PORT) --browser.gatherUsageStats false
+
+## Debian's Chromium for the browser tests (root only; without root those tests are skipped)
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium is missing and this user is not root: browser tests will be skipped"; fi
+
+## make test: set up (with dev tools and Chromium) and run the whole test suite
+test: setup-dev chromium
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+lint: setup-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+zoo: setup
+	$(VENV)/bin/dfkd-viz teachers train --all
+
+clean-venv:
+	rm -rf $(VENV)
