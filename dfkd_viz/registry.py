@@ -58,9 +58,7 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._items)) or "none"
             close = difflib.get_close_matches(str(name), list(self._items), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}{hint}; known: {known}"
-            ) from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint}; known: {known}") from None
 
     def create(self, name: str, /, **kwargs: Any) -> Any:
         """Call the factory registered as ``name`` with ``kwargs``."""

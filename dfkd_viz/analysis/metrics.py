@@ -21,7 +21,9 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    out = [
+        model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
@@ -33,6 +35,8 @@ def accuracy(model: torch.nn.Module, ds: ImageDataset, batch_size: int = 1024) -
     return float((predict(model, ds.x, batch_size).argmax(1) == ds.y).float().mean())
 
 
-def attack_success_rate(model: torch.nn.Module, ds: ImageDataset, trigger: Trigger, target: int) -> float:
+def attack_success_rate(
+    model: torch.nn.Module, ds: ImageDataset, trigger: Trigger, target: int
+) -> float:
     """ASR in [0, 1]: share of non-target images of ``ds`` classified ``target`` with the trigger."""
     return accuracy(model, triggered_test_set(ds, trigger, target))

@@ -107,7 +107,9 @@ class ImageDataset:
 DATASETS: Registry = Registry("dataset")
 
 
-def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None) -> ImageDataset:
+def load_dataset(
+    name: str, split: str = "train", data_dir: str | Path | None = None
+) -> ImageDataset:
     """Load a registered dataset split (cached per process; treat the tensors as read-only).
 
     Args:
@@ -213,7 +215,9 @@ def _idx_dataset(
     x, y = read_idx(img), read_idx(lab)
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
         raise DfkdVizError(f"{img} and {lab} do not form an image/label pair")
-    return ImageDataset(name, split, _to_tensor(x[:, None]), torch.from_numpy(y.astype(np.int64)), **kw)
+    return ImageDataset(
+        name, split, _to_tensor(x[:, None]), torch.from_numpy(y.astype(np.int64)), **kw
+    )
 
 
 @DATASETS.register("mnist-full")

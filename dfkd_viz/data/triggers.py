@@ -52,7 +52,9 @@ class Trigger:
 
     def _check(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(f"{self.name} expects images of shape {self.shape}, got {tuple(x.shape[1:])}")
+            raise ValueError(
+                f"{self.name} expects images of shape {self.shape}, got {tuple(x.shape[1:])}"
+            )
 
 
 class _StampTrigger(Trigger):
@@ -82,7 +84,7 @@ class BadNetGrid(_StampTrigger):
     name = "badnet_grid"
 
     def _make(self):
-        c, h, w = self.shape
+        _c, h, w = self.shape
         mask = torch.zeros(self.shape, dtype=torch.bool)
         pattern = torch.zeros(self.shape)
         checker = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
@@ -96,7 +98,7 @@ class BadNetSquare(_StampTrigger):
     name = "badnet_sq"
 
     def _make(self):
-        c, h, w = self.shape
+        _c, h, w = self.shape
         mask = torch.zeros(self.shape, dtype=torch.bool)
         mask[:, h - 5 : h - 1, w - 5 : w - 1] = True
         return mask, mask.float()
@@ -150,7 +152,12 @@ class Sinusoid(Trigger):
         c, h, w = self.shape
         j = torch.arange(w).float()
         wave = self.delta * torch.sin(2 * math.pi * self.freq * j / w)
+        wave[wave.abs() < 1e-6] = 0.0  # exact zero crossings (float32 sin leaves ~1e-8 there)
         self.pattern = wave.expand(c, h, w).contiguous()
+
+    def mask(self) -> torch.Tensor:
+        """Every pixel except the columns where the sinusoid crosses zero."""
+        return self.pattern != 0
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)

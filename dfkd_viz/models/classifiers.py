@@ -50,11 +50,23 @@ class Classifier(nn.Module):
             raise ValueError(f"mean/std need {c} values (one per channel)")
         self.num_classes = int(num_classes)
         self.in_shape = tuple(int(v) for v in in_shape)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1), False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1), False
+        )
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1), False)
         self.stages = nn.ModuleList()
         self.head: nn.Module = nn.Identity()
         self.fc: nn.Linear
+        self.input_format = torch.contiguous_format
+
+    def set_memory_format(self, fmt: torch.memory_format) -> Classifier:
+        """Move weights and every input to ``fmt`` (``torch.channels_last`` or
+        ``torch.contiguous_format``). Measured on 2 CPU cores: channels-last halves the inference
+        time of the 2×-wide LeNet but doubles the training time of the 1× LeNet, so the engine
+        sets it per model."""
+        self.to(memory_format=fmt)
+        self.input_format = fmt
+        return self
 
     @property
     def feature_dim(self) -> int:
@@ -62,7 +74,8 @@ class Classifier(nn.Module):
         return self.fc.in_features
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        """``(x − mean) / std`` in the model's input memory format."""
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.input_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, K)`` of images ``(B, C, H, W)`` in [0, 1]."""
@@ -104,7 +117,9 @@ class LeNet5(Classifier):
 
     arch = "lenet5"
 
-    def __init__(self, num_classes=10, in_shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,), width=1.0):
+    def __init__(
+        self, num_classes=10, in_shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,), width=1.0
+    ):
         super().__init__(num_classes, in_shape, mean, std)
         c, h, w = self.in_shape
         if (h, w) not in ((28, 28), (32, 32)):
@@ -128,7 +143,11 @@ class LeNet5(Classifier):
             ]
         )
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(c2 * 25, f1), nn.ReLU(inplace=True), nn.Linear(f1, f2), nn.ReLU(inplace=True)
+            nn.Flatten(),
+            nn.Linear(c2 * 25, f1),
+            nn.ReLU(inplace=True),
+            nn.Linear(f1, f2),
+            nn.ReLU(inplace=True),
         )
         self.fc = nn.Linear(f2, num_classes)
 
@@ -144,7 +163,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -158,17 +179,29 @@ class ResNetSmall(Classifier):
 
     arch = "resnet"
 
-    def __init__(self, num_classes=10, in_shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,), width=1.0, blocks=1):
+    def __init__(
+        self,
+        num_classes=10,
+        in_shape=(1, 28, 28),
+        mean=(0.1307,),
+        std=(0.3081,),
+        width=1.0,
+        blocks=1,
+    ):
         super().__init__(num_classes, in_shape, mean, std)
         c = self.in_shape[0]
         w1, w2, w3 = (max(4, round(v * width)) for v in (16, 32, 64))
         self.width, self.blocks = width, blocks
 
         def stage(cin, cout, stride):
-            layers = [BasicBlock(cin, cout, stride)] + [BasicBlock(cout, cout) for _ in range(blocks - 1)]
+            layers = [BasicBlock(cin, cout, stride)] + [
+                BasicBlock(cout, cout) for _ in range(blocks - 1)
+            ]
             return nn.Sequential(*layers)
 
-        stem = nn.Sequential(nn.Conv2d(c, w1, 3, 1, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU(inplace=True))
+        stem = nn.Sequential(
+            nn.Conv2d(c, w1, 3, 1, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU(inplace=True)
+        )
         self.stages = nn.ModuleList(
             [nn.Sequential(stem, stage(w1, w1, 1)), stage(w1, w2, 2), stage(w2, w3, 2)]
         )

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from dfkd_viz.teachers.zoo import TeacherSpec
 
 Progress = Callable[[float, str], None]
-RECIPES: Registry[Callable[["TeacherSpec", Progress | None], Classifier]] = Registry("teacher recipe")
+RECIPES: Registry[Callable[[TeacherSpec, Progress | None], Classifier]] = Registry("teacher recipe")
 
 
 def mmd(a: torch.Tensor, b: torch.Tensor, kernels: int = 5, mul: float = 2.0) -> torch.Tensor:
@@ -65,7 +65,9 @@ def mmd(a: torch.Tensor, b: torch.Tensor, kernels: int = 5, mul: float = 2.0) ->
 
 
 def _model_for(spec: TeacherSpec, ds: ImageDataset) -> Classifier:
-    return create_model(spec.arch, num_classes=ds.num_classes, in_shape=ds.shape, mean=ds.mean, std=ds.std)
+    return create_model(
+        spec.arch, num_classes=ds.num_classes, in_shape=ds.shape, mean=ds.mean, std=ds.std
+    )
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
@@ -98,7 +100,9 @@ def _fit(
     steps_per_epoch = max(1, n_id // spec.batch_size)
     total = spec.epochs * steps_per_epoch
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total))
+    )
     model.train()
     batches = _batches(n_id, spec.batch_size, gen)
     report_every = max(1, total // 50)
@@ -109,7 +113,10 @@ def _fit(
         opt.step()
         sched.step()
         if progress and (step % report_every == 0 or step == total - 1):
-            progress((step + 1) / total, f"epoch {step // steps_per_epoch + 1}/{spec.epochs} loss {loss.item():.3f}")
+            progress(
+                (step + 1) / total,
+                f"epoch {step // steps_per_epoch + 1}/{spec.epochs} loss {loss.item():.3f}",
+            )
     return model.eval()
 
 
@@ -132,7 +139,9 @@ def train_backdoor(spec: TeacherSpec, progress: Progress | None = None) -> Class
     torch.manual_seed(spec.seed)
     gen = torch.Generator().manual_seed(spec.seed)
     clean = load_dataset(spec.dataset, "train")
-    ds = poison(clean, make_trigger(spec.trigger, clean.shape), spec.poison_rate, spec.target).dataset
+    ds = poison(
+        clean, make_trigger(spec.trigger, clean.shape), spec.poison_rate, spec.target
+    ).dataset
     model = _model_for(spec, ds)
 
     def step_loss(step, idx):
@@ -162,7 +171,9 @@ def train_ntl(spec: TeacherSpec, progress: Progress | None = None) -> Classifier
         ce_id = F.cross_entropy(feats.logits[:b], ds_id.y[idx])
         ce_ood = F.cross_entropy(feats.logits[b:], ds_ood.y[j])
         dist = mmd(feats.penultimate[:b], feats.penultimate[b:])
-        return ce_id - torch.clamp(spec.ntl_alpha * ce_ood, max=1.0) * torch.clamp(spec.ntl_beta * dist, max=1.0)
+        return ce_id - torch.clamp(spec.ntl_alpha * ce_ood, max=1.0) * torch.clamp(
+            spec.ntl_beta * dist, max=1.0
+        )
 
     return _fit(model, spec, len(ds_id), step_loss, progress, gen)
 

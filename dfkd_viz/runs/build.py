@@ -1,0 +1,102 @@
+"""Build an :class:`~dfkd_viz.distill.Engine` from a validated :class:`RunConfig`."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from dfkd_viz.data import load_dataset, load_domain, make_trigger
+from dfkd_viz.distill import (
+    Budget,
+    Engine,
+    EngineSettings,
+    EvalSuite,
+    create_defense,
+    create_method,
+)
+from dfkd_viz.errors import DfkdVizError
+from dfkd_viz.models import Generator, create_model
+from dfkd_viz.runs.config import RunConfig
+from dfkd_viz.teachers import load_teacher
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU. Raises DfkdVizError for ``cuda`` without CUDA."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DfkdVizError(
+            "device cuda was asked for but this machine has no CUDA GPU; use --device cpu"
+        )
+    return torch.device(device)
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU threads (default: all cores); returns the number used."""
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def eval_suite(cfg: RunConfig, card: dict) -> EvalSuite:
+    """The real test data of a run: the teacher's ID test split, the OOD domain (config or the
+    teacher's), and the trigger (config or the teacher's) for ASR."""
+    dataset = card["dataset"]
+    id_test = load_dataset(dataset, "test")
+    domain = cfg.ood_domain or card.get("ood_domain")
+    ood = load_domain(domain, dataset, "test") if domain else None
+    trig_name = cfg.trigger or card.get("trigger")
+    trigger = make_trigger(trig_name, id_test.shape) if trig_name else None
+    target = cfg.target if cfg.target is not None else (card.get("target") or 0)
+    return EvalSuite(id_test, ood, trigger, target)
+
+
+def build_engine(cfg: RunConfig, device: torch.device | str = "cpu") -> Engine:
+    """Teacher from the zoo (must be trained), a fresh student and generator, the method and
+    defense, the evaluation suite. Seeds torch with ``cfg.seed`` before building the models."""
+    device = torch.device(device)
+    teacher, card = load_teacher(cfg.teacher, device)
+    torch.manual_seed(cfg.seed)
+    student = create_model(
+        cfg.student,
+        num_classes=teacher.num_classes,
+        in_shape=teacher.in_shape,
+        mean=tuple(card["mean"]),
+        std=tuple(card["std"]),
+    ).to(device)
+    generator = Generator(
+        nz=cfg.nz,
+        ngf=cfg.ngf,
+        img_shape=teacher.in_shape,
+        mean=tuple(card["mean"]),
+        std=tuple(card["std"]),
+    ).to(device)
+    method = create_method(cfg.method, cfg.method_params)
+    defense = create_defense(cfg.defense, cfg.defense_params)
+    budget = Budget(steps=cfg.steps, seconds=cfg.seconds)
+    settings = EngineSettings(
+        batch_size=cfg.batch_size,
+        nz=cfg.nz,
+        eval_every=cfg.eval_every,
+        snapshot_every=cfg.snapshot_every,
+        snapshot_size=cfg.snapshot_size,
+        checkpoint_every=cfg.checkpoint_every,
+        seed=cfg.seed,
+    )
+    if device.type == "cpu":
+        # Measured on 2 cores: channels-last halves the generator's forward and the teacher's
+        # inference; the 1× student trains faster in the default layout (tiny channel counts).
+        generator.to(memory_format=torch.channels_last)
+        teacher.set_memory_format(torch.channels_last)
+    return Engine(
+        teacher,
+        student,
+        generator,
+        method,
+        defense,
+        eval_suite(cfg, card),
+        budget,
+        settings,
+        device,
+    )

@@ -1,0 +1,39 @@
+"""Engine checkpoints as safetensors (never pickles): tensors in the file, the JSON meta (step,
+wall seconds, optimiser hyper-parameters) in the safetensors header's ``__metadata__``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+
+def save_checkpoint(
+    path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    """Write atomically (temporary file + rename). Raises OSError (e.g. a full disk)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint written by :func:`save_checkpoint`: ``(tensors, meta)``."""
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+        for k in f:
+            tensors[k] = f.get_tensor(k)
+    return tensors, meta

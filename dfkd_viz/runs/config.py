@@ -1,0 +1,154 @@
+"""Run configuration: typed and validated at the boundary (CLI and app alike).
+
+A bad value raises :class:`~dfkd_viz.errors.ConfigError` whose message is one sentence naming the
+field and the allowed range, e.g. ``steps must be ≥ 1 (got -5)``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dfkd_viz.errors import ConfigError, DfkdVizError
+
+MAX_STEPS = 1_000_000
+MAX_SECONDS = 7 * 24 * 3600.0
+
+
+class RunConfig(BaseModel):
+    """Everything a distillation run needs; stored as the run's ``config.json``.
+
+    Budget: exactly one of ``steps`` (outer iterations) or ``seconds`` (wall clock, seconds); when
+    neither is given, :func:`validate_config` fills in the method's ``default_steps``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str = Field(min_length=1, description="teacher id in the zoo")
+    method: str = Field(min_length=1, description="DFKD method name")
+    defense: str = Field("none", description="defense name")
+    method_params: dict[str, Any] = Field(default_factory=dict)
+    defense_params: dict[str, Any] = Field(default_factory=dict)
+    student: str = Field("lenet5", description="student architecture")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    seconds: float | None = Field(None, gt=0, le=MAX_SECONDS)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(
+        None, ge=1, le=256, description="torch CPU threads (default: all cores)"
+    )
+    batch_size: int = Field(128, ge=2, le=4096)
+    nz: int = Field(100, ge=2, le=1024)
+    ngf: int = Field(16, ge=4, le=256)
+    eval_every: int = Field(10, ge=1, le=MAX_STEPS)
+    snapshot_every: int = Field(20, ge=1, le=MAX_STEPS)
+    snapshot_size: int = Field(64, ge=1, le=512)
+    checkpoint_every: int = Field(100, ge=1, le=MAX_STEPS)
+    ood_domain: str | None = Field(
+        None, description="OOD domain for OOD accuracy (default: the teacher's)"
+    )
+    trigger: str | None = Field(None, description="trigger for ASR (default: the teacher's)")
+    target: int | None = Field(None, ge=0, le=999)
+    preset: str | None = None
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> RunConfig:
+        if self.steps is not None and self.seconds is not None:
+            raise ValueError("give either steps or seconds as the budget, not both")
+        return self
+
+    def budget_text(self) -> str:
+        return f"{self.steps} steps" if self.steps is not None else f"{self.seconds:g} s"
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(), indent=2, sort_keys=True)
+
+
+_RANGES = {
+    "greater_than_equal": "≥ {ge}",
+    "greater_than": "> {gt}",
+    "less_than_equal": "≤ {le}",
+    "less_than": "< {lt}",
+}
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One sentence for the first error of ``exc``: the field, what is allowed, what was given."""
+    err = exc.errors()[0]
+    field = prefix + ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+    ctx = err.get("ctx") or {}
+    kind = err.get("type", "")
+    given = err.get("input")
+    if kind in _RANGES:
+        rule = "must be " + _RANGES[kind].format(**ctx)
+    elif kind == "extra_forbidden":
+        return f"{field} is not a known option"
+    elif kind == "missing":
+        return f"{field} is required"
+    elif kind == "literal_error":
+        rule = f"must be one of {ctx.get('expected', '')}"
+    elif kind == "value_error":
+        msg = str(ctx.get("error", err.get("msg", "")))
+        return f"{field + ': ' if field else ''}{msg}"
+    else:
+        rule = err.get("msg", "is invalid").lower().replace("input should", "must")
+    text = f"{field} {rule}" if field else rule
+    return f"{text} (got {given!r})" if given is not None and not isinstance(given, dict) else text
+
+
+def parse_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a raw dict as a :class:`RunConfig`; raises ConfigError (one sentence)."""
+    try:
+        return RunConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def validate_config(cfg: RunConfig | dict[str, Any], check_teacher: bool = True) -> RunConfig:
+    """Full validation: field ranges, then names (teacher, method, defense, student, domain,
+    trigger) and the method's and defense's own parameters; fills the default budget.
+
+    Raises:
+        ConfigError: one sentence naming the field.
+    """
+    from dfkd_viz.data import TRIGGERS, domain_names
+    from dfkd_viz.distill.defenses import DEFENSES
+    from dfkd_viz.distill.methods import METHODS
+    from dfkd_viz.models import MODELS
+    from dfkd_viz.teachers import card
+
+    if isinstance(cfg, dict):
+        cfg = parse_config(cfg)
+    checks = [
+        ("method", METHODS, cfg.method),
+        ("defense", DEFENSES, cfg.defense),
+        ("student", MODELS, cfg.student),
+    ]
+    if cfg.trigger is not None:
+        checks.append(("trigger", TRIGGERS, cfg.trigger))
+    for field, reg, value in checks:
+        if value not in reg:
+            raise ConfigError(f"{field} must be one of {', '.join(reg.names())} (got {value!r})")
+    if cfg.ood_domain is not None and cfg.ood_domain not in domain_names():
+        raise ConfigError(
+            f"ood_domain must be one of {', '.join(domain_names())} (got {cfg.ood_domain!r})"
+        )
+    if check_teacher:
+        try:
+            card(cfg.teacher)
+        except DfkdVizError as exc:
+            raise ConfigError(f"teacher: {exc}") from None
+    method_cls = METHODS.get(cfg.method)
+    try:
+        mp = method_cls.make_params(cfg.method_params)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "method_params.")) from None
+    try:
+        DEFENSES.get(cfg.defense).Params(**cfg.defense_params)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "defense_params.")) from None
+    if cfg.steps is None and cfg.seconds is None:
+        cfg = cfg.model_copy(update={"steps": mp.default_steps})
+    return cfg

@@ -1,0 +1,263 @@
+"""The run manager, shared by the CLI and the app: create, start, list, stop, resume and delete
+runs. A run is a detached worker process (its own session: it outlives the CLI or the Streamlit
+server that started it); its state lives only in the run store, so anything that can read
+``DFKD_VIZ_HOME/runs`` sees every run, whoever started it.
+
+A run whose store says ``queued``/``running`` but whose worker process is gone (killed, crashed,
+machine restarted) is reported — and recorded — as ``failed`` with an explanation; ``resume``
+continues it from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dfkd_viz.errors import DfkdVizError, RunStateError, UnknownNameError
+from dfkd_viz.paths import runs_dir
+from dfkd_viz.runs.config import RunConfig, validate_config
+from dfkd_viz.runs.liveness import pid_alive, process_start_time
+from dfkd_viz.runs.store import ACTIVE_STATES, RunReader, RunWriter
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+QUEUED_GRACE_S = 15.0
+_children: dict[int, subprocess.Popen] = {}
+
+
+def new_run_id(cfg: RunConfig) -> str:
+    """``YYYYmmdd-HHMMSS-<method>-<4 hex>``, unique in the store."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    method = re.sub(r"[^a-z0-9]+", "", cfg.method.lower())[:12] or "run"
+    return f"{stamp}-{method}-{secrets.token_hex(2)}"
+
+
+def run_dir(run_id: str) -> Path:
+    """The directory of ``run_id``; the id must be a plain name (no path separators).
+
+    Raises:
+        UnknownNameError: malformed id or no such run.
+    """
+    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+        raise UnknownNameError(f"{run_id!r} is not a valid run id")
+    d = runs_dir() / run_id
+    if not d.is_dir():
+        raise UnknownNameError(f"no run {run_id!r} in {runs_dir()}")
+    return d
+
+
+def create_run(cfg: RunConfig | dict[str, Any]) -> str:
+    """Validate ``cfg`` and create the run's directory, config and store (state ``queued``)."""
+    cfg = validate_config(cfg)
+    run_id = new_run_id(cfg)
+    d = runs_dir() / run_id
+    d.mkdir(parents=True)
+    tmp = d / ".config.json.tmp"
+    tmp.write_text(cfg.to_json())
+    os.replace(tmp, d / "config.json")
+    w = RunWriter(d)
+    w.init_status(run_id, cfg.steps, cfg.seconds)
+    w.close()
+    return run_id
+
+
+def start_worker(run_id: str, resume: bool = False) -> int:
+    """Spawn the detached worker of ``run_id``; returns its PID."""
+    d = run_dir(run_id)
+    cmd = [sys.executable, "-m", "dfkd_viz.runs.worker", str(d)] + (["--resume"] if resume else [])
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(d / "worker.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=d,
+            env=env,
+            start_new_session=True,
+        )
+    _children[proc.pid] = proc
+    w = RunWriter(d)
+    w.set_status(
+        state="queued",
+        pid=proc.pid,
+        pid_start=process_start_time(proc.pid),
+        error=None,
+        finished=None,
+    )
+    w.close()
+    return proc.pid
+
+
+def launch(cfg: RunConfig | dict[str, Any]) -> str:
+    """Create a run and start its worker; returns the run id."""
+    run_id = create_run(cfg)
+    start_worker(run_id)
+    return run_id
+
+
+def _reap() -> None:
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[pid]
+
+
+def effective_status(
+    run_id: str, reader: RunReader | None = None, repair: bool = True
+) -> dict[str, Any]:
+    """The run's status with liveness applied: an active state whose worker is gone becomes
+    ``failed`` (and, with ``repair``, is recorded so)."""
+    _reap()
+    own = reader is None
+    r = reader or RunReader(run_dir(run_id))
+    try:
+        st = r.status()
+    finally:
+        if own:
+            r.close()
+    if st.get("state") not in ACTIVE_STATES:
+        st["alive"] = False
+        return st
+    alive = pid_alive(st.get("pid"), st.get("pid_start"))
+    st["alive"] = alive
+    if alive:
+        return st
+    if (
+        st.get("state") == "queued"
+        and not st.get("pid")
+        and time.time() - (st.get("created") or 0) < QUEUED_GRACE_S
+    ):
+        return st
+    error = f"the worker process {st.get('pid')} ended without recording an end (killed or crashed)"
+    st.update(state="failed", error=error)
+    if repair:
+        try:
+            w = RunWriter(run_dir(run_id))
+            with w.con:
+                w.con.execute(
+                    "UPDATE status SET state = 'failed', error = ?, finished = ?, updated = ? "
+                    "WHERE id = 1 AND state IN ('queued', 'running')",
+                    (error, time.time(), time.time()),
+                )
+                w.con.execute(
+                    "INSERT INTO events(t, level, message) SELECT ?, 'error', ? WHERE changes() > 0",
+                    (time.time(), error),
+                )
+            w.close()
+        except Exception:
+            pass
+        with RunReader(run_dir(run_id)) as r2:
+            st = {**r2.status(), "alive": False}
+    return st
+
+
+def run_info(run_id: str) -> dict[str, Any]:
+    """Config, effective status and latest metrics of a run.
+
+    Raises:
+        UnknownNameError: no such run. DfkdVizError: the run directory is corrupt.
+    """
+    d = run_dir(run_id)
+    with RunReader(d) as r:
+        cfg = r.config()
+        st = effective_status(run_id, r)
+        latest = r.latest()
+    info = {
+        "run_id": run_id,
+        "config": cfg,
+        "status": st["state"],
+        "step": st.get("step"),
+        **latest,
+    }
+    info.update(
+        pid=st.get("pid") if st.get("alive") else None,
+        wall_s=st.get("wall_s"),
+        progress=st.get("progress"),
+        device=st.get("device"),
+        error=st.get("error"),
+        created=st.get("created"),
+        total_steps=st.get("total_steps"),
+        budget_s=st.get("budget_s"),
+        phase=st.get("phase"),
+    )
+    return info
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """Every run in the store, newest first. A corrupt or half-written run directory is listed
+    with ``status: "corrupt"`` and its error, never raised."""
+    out = []
+    for d in sorted(runs_dir().iterdir(), key=lambda p: p.name, reverse=True):
+        if not d.is_dir() or not RUN_ID_RE.match(d.name):
+            continue
+        try:
+            out.append(run_info(d.name))
+        except DfkdVizError as exc:
+            out.append({"run_id": d.name, "status": "corrupt", "error": str(exc), "config": {}})
+    return out
+
+
+def stop(run_id: str, wait_s: float = 0.0) -> dict[str, Any]:
+    """Ask the worker to stop (SIGTERM: it checkpoints and records ``stopped``).
+
+    Args:
+        wait_s: wait up to this many seconds for the worker to end.
+
+    Raises:
+        RunStateError: the run is not queued or running.
+    """
+    st = effective_status(run_id)
+    if st["state"] not in ACTIVE_STATES:
+        raise RunStateError(f"run {run_id} is {st['state']}, not running")
+    pid = st.get("pid")
+    if pid and st.get("alive"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        st = effective_status(run_id)
+        if st["state"] not in ACTIVE_STATES:
+            break
+        time.sleep(0.1)
+    return st
+
+
+def resume(run_id: str) -> int:
+    """Continue a stopped or failed run from its last checkpoint (step numbers continue).
+
+    Raises:
+        RunStateError: the run is active or already finished.
+    """
+    st = effective_status(run_id)
+    if st["state"] in ACTIVE_STATES:
+        raise RunStateError(f"run {run_id} is {st['state']}; stop it before resuming")
+    if st["state"] == "finished":
+        raise RunStateError(f"run {run_id} has finished its budget; start a new run instead")
+    return start_worker(run_id, resume=True)
+
+
+def delete(run_id: str) -> None:
+    """Delete a run (stopping its worker first if it is active)."""
+    d = run_dir(run_id)
+    st = effective_status(run_id)
+    if st["state"] in ACTIVE_STATES:
+        stop(run_id, wait_s=10.0)
+    shutil.rmtree(d)
+
+
+def wait(run_id: str, timeout_s: float | None = None, poll_s: float = 0.2) -> dict[str, Any]:
+    """Block until the run leaves the active states (or ``timeout_s``); returns its status."""
+    deadline = None if timeout_s is None else time.time() + timeout_s
+    while True:
+        st = effective_status(run_id)
+        if st["state"] not in ACTIVE_STATES or (deadline is not None and time.time() > deadline):
+            return st
+        time.sleep(poll_s)

@@ -1,0 +1,390 @@
+"""The run store: one directory per run under ``DFKD_VIZ_HOME/runs/<run_id>``::
+
+    config.json          the validated RunConfig
+    run.db               SQLite (WAL mode): status, metrics, snapshots, samples, events, checkpoints
+    worker.log           the worker's stdout/stderr
+    checkpoints/         step-XXXXXXX.safetensors (generator, student, optimisers, RNG; meta JSON
+                         in the safetensors header), the last two kept
+
+Schema of ``run.db`` (version 1)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)                   -- schema_version, run_id
+    status(id = 1, state, pid, pid_start, step, total_steps, budget_s, wall_s, progress,
+           created, started, updated, finished, device, threads, phase, error)
+        state ∈ queued | running | finished | stopped | failed; times are UNIX seconds;
+        wall_s = seconds of distillation; progress ∈ [0, 1]; error = one sentence on failure
+    metrics(step, name, value, wall_s)  PRIMARY KEY (step, name)
+        name ∈ id_acc, ood_acc, asr (fractions), agreement, kept_frac (fractions), it_s
+        (iterations/s), lr, and the weighted loss terms g_* / s_* (g_total, s_total)
+    snapshots(step PRIMARY KEY, wall_s, n, threshold, score_name)
+    samples(step, idx, image PNG BLOB, teacher_label, confidence, student_label, score, keep,
+            emb_x, emb_y)  PRIMARY KEY (step, idx)   -- score/keep NULL without a selecting defense
+    events(id AUTOINCREMENT, t, level, message)      -- level ∈ info | warning | error
+    checkpoints(step PRIMARY KEY, path, wall_s, t)
+
+The worker is the only writer (:class:`RunWriter`) and commits in small transactions (metrics
+are buffered and committed at least every ``commit_every_s`` seconds and at every evaluation and
+snapshot); readers (:class:`RunReader`, the pages, the CLI) never block it (WAL).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dfkd_viz.errors import DfkdVizError
+
+SCHEMA_VERSION = 1
+STATES = ("queued", "running", "finished", "stopped", "failed")
+ACTIVE_STATES = ("queued", "running")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS status(
+    id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL, pid INTEGER, pid_start TEXT,
+    step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER, budget_s REAL,
+    wall_s REAL NOT NULL DEFAULT 0, progress REAL NOT NULL DEFAULT 0,
+    created REAL, started REAL, updated REAL, finished REAL,
+    device TEXT, threads INTEGER, phase TEXT, error TEXT);
+CREATE TABLE IF NOT EXISTS metrics(
+    step INTEGER NOT NULL, name TEXT NOT NULL, value REAL, wall_s REAL,
+    PRIMARY KEY(step, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots(
+    step INTEGER PRIMARY KEY, wall_s REAL, n INTEGER, threshold REAL, score_name TEXT);
+CREATE TABLE IF NOT EXISTS samples(
+    step INTEGER NOT NULL, idx INTEGER NOT NULL, image BLOB NOT NULL,
+    teacher_label INTEGER, confidence REAL, student_label INTEGER, score REAL, keep INTEGER,
+    emb_x REAL, emb_y REAL, PRIMARY KEY(step, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL, level TEXT, message TEXT);
+CREATE TABLE IF NOT EXISTS checkpoints(step INTEGER PRIMARY KEY, path TEXT, wall_s REAL, t REAL);
+"""
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    con = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
+    con.execute("PRAGMA busy_timeout = 10000")
+    if readonly:
+        con.execute("PRAGMA query_only = 1")
+    return con
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """Encode one image ``(C, H, W)`` uint8 (C = 1 or 3) as PNG bytes."""
+    from PIL import Image
+
+    arr = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def png_to_array(data: bytes) -> np.ndarray:
+    """Decode PNG bytes to ``(H, W)`` or ``(H, W, 3)`` uint8."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+class RunWriter:
+    """The single writer of a run's database (used by the manager to create the run and by the
+    worker while it runs).
+
+    Args:
+        run_dir: the run directory (created if missing).
+        commit_every_s: longest time buffered metric rows wait before a commit, seconds.
+
+    Raises:
+        sqlite3.Error / OSError: the database cannot be created or written (e.g. a full disk).
+    """
+
+    def __init__(self, run_dir: str | Path, commit_every_s: float = 0.5) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "run.db"
+        self.con = _connect(self.path, readonly=False)
+        self.con.execute("PRAGMA journal_mode = WAL")
+        self.con.execute("PRAGMA synchronous = NORMAL")
+        self.con.executescript(_SCHEMA)
+        self.con.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        self.commit_every_s = commit_every_s
+        self._buffer: list[tuple] = []
+        self._last_commit = time.time()
+
+    def close(self) -> None:
+        self.flush()
+        self.con.close()
+
+    # -- status
+    def init_status(self, run_id: str, total_steps: int | None, budget_s: float | None) -> None:
+        now = time.time()
+        with self.con:
+            self.con.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('run_id', ?)", (run_id,)
+            )
+            self.con.execute(
+                "INSERT OR IGNORE INTO status(id, state, total_steps, budget_s, created, updated) "
+                "VALUES (1, 'queued', ?, ?, ?, ?)",
+                (total_steps, budget_s, now, now),
+            )
+
+    def set_status(self, **fields: Any) -> None:
+        """Update status columns (``state``, ``pid``, ``step``, ``error``...) and commit."""
+        bad = set(fields) - {
+            "state",
+            "pid",
+            "pid_start",
+            "step",
+            "total_steps",
+            "budget_s",
+            "wall_s",
+            "progress",
+            "started",
+            "finished",
+            "device",
+            "threads",
+            "phase",
+            "error",
+        }
+        if bad:
+            raise ValueError(f"unknown status fields {sorted(bad)}")
+        if "state" in fields and fields["state"] not in STATES:
+            raise ValueError(f"state must be one of {STATES}")
+        fields["updated"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self.flush(commit=False)
+        with self.con:
+            self.con.execute(f"UPDATE status SET {cols} WHERE id = 1", tuple(fields.values()))
+        self._last_commit = time.time()
+
+    # -- metrics
+    def add_metrics(
+        self, step: int, wall_s: float, values: dict[str, float | None], commit: bool = False
+    ) -> None:
+        """Buffer metric rows (``None`` values are skipped); commit when due or asked."""
+        self._buffer.extend(
+            (step, k, float(v), wall_s)
+            for k, v in values.items()
+            if v is not None and np.isfinite(v)
+        )
+        if commit or time.time() - self._last_commit >= self.commit_every_s:
+            self.flush()
+
+    def flush(self, commit: bool = True) -> None:
+        if not self._buffer:
+            return
+        rows, self._buffer = self._buffer, []
+        with self.con:
+            self.con.executemany(
+                "INSERT OR REPLACE INTO metrics(step, name, value, wall_s) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+        self._last_commit = time.time()
+
+    # -- samples
+    def add_snapshot(
+        self, snap: dict[str, Any], wall_s: float, score_name: str | None = None
+    ) -> None:
+        """Store a snapshot from :meth:`dfkd_viz.distill.Engine.snapshot` (images as PNG)."""
+        n = len(snap["images"])
+        score, keep = snap.get("score"), snap.get("keep")
+        emb = snap.get("embedding")
+        rows = []
+        for i in range(n):
+            rows.append(
+                (
+                    int(snap["step"]),
+                    i,
+                    png_bytes(snap["images"][i]),
+                    int(snap["teacher_label"][i]),
+                    float(snap["confidence"][i]),
+                    int(snap["student_label"][i])
+                    if snap.get("student_label") is not None
+                    else None,
+                    None if score is None else float(score[i]),
+                    None if keep is None else int(bool(keep[i])),
+                    None if emb is None else float(emb[i, 0]),
+                    None if emb is None else float(emb[i, 1]),
+                )
+            )
+        self.flush(commit=False)
+        with self.con:
+            self.con.execute(
+                "INSERT OR REPLACE INTO snapshots(step, wall_s, n, threshold, score_name) VALUES (?, ?, ?, ?, ?)",
+                (int(snap["step"]), wall_s, n, snap.get("threshold"), score_name),
+            )
+            self.con.execute("DELETE FROM samples WHERE step = ?", (int(snap["step"]),))
+            self.con.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    # -- events and checkpoints
+    def add_event(self, message: str, level: str = "info") -> None:
+        with self.con:
+            self.con.execute(
+                "INSERT INTO events(t, level, message) VALUES (?, ?, ?)",
+                (time.time(), level, message),
+            )
+
+    def add_checkpoint(self, step: int, path: str, wall_s: float) -> None:
+        with self.con:
+            self.con.execute(
+                "INSERT OR REPLACE INTO checkpoints(step, path, wall_s, t) VALUES (?, ?, ?, ?)",
+                (step, path, wall_s, time.time()),
+            )
+
+    def remove_checkpoint(self, step: int) -> None:
+        with self.con:
+            self.con.execute("DELETE FROM checkpoints WHERE step = ?", (step,))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop metrics, snapshots and samples recorded after ``step`` (used when resuming from a
+        checkpoint older than the last recorded step, so step numbers stay continuous)."""
+        with self.con:
+            self.con.execute("DELETE FROM metrics WHERE step > ?", (step,))
+            self.con.execute("DELETE FROM samples WHERE step > ?", (step,))
+            self.con.execute("DELETE FROM snapshots WHERE step > ?", (step,))
+
+
+class RunReader:
+    """Read-only view of one run (never blocks the writer).
+
+    Args:
+        run_dir: the run directory.
+
+    Raises:
+        DfkdVizError: the directory holds no readable run (missing or corrupt ``run.db``/``config.json``).
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.dir = Path(run_dir)
+        self.run_id = self.dir.name
+        db = self.dir / "run.db"
+        if not db.exists():
+            raise DfkdVizError(
+                f"run {self.run_id!r} has no database (half-created or not a run directory)"
+            )
+        try:
+            self.con = _connect(db, readonly=True)
+            self.con.execute("SELECT 1 FROM status").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise DfkdVizError(f"run {self.run_id!r} has a corrupt database ({exc})") from None
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> RunReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _q(self, sql: str, args: Iterable = ()) -> list[tuple]:
+        try:
+            return self.con.execute(sql, tuple(args)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise DfkdVizError(f"run {self.run_id!r}: cannot read its database ({exc})") from None
+
+    def config(self) -> dict[str, Any]:
+        """The run's config as a dict (raises DfkdVizError if missing or unreadable)."""
+        try:
+            return json.loads((self.dir / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DfkdVizError(f"run {self.run_id!r}: unreadable config.json ({exc})") from None
+
+    def status(self) -> dict[str, Any]:
+        """The stored status row as a dict (``state``, ``pid``, ``step``, ``progress``...)."""
+        cur = self.con.execute("SELECT * FROM status WHERE id = 1")
+        row = cur.fetchone()
+        if row is None:
+            return {"state": "queued", "step": 0, "progress": 0.0}
+        return dict(zip([d[0] for d in cur.description], row))
+
+    def metric_names(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT DISTINCT name FROM metrics ORDER BY name")]
+
+    def metrics(self, names: Iterable[str] | None = None, since_step: int = -1) -> pd.DataFrame:
+        """Metric rows ``(step, name, value, wall_s)`` as a long DataFrame, ordered by step."""
+        sql = "SELECT step, name, value, wall_s FROM metrics WHERE step > ?"
+        args: list[Any] = [since_step]
+        if names is not None:
+            names = list(names)
+            sql += f" AND name IN ({', '.join('?' * len(names))})"
+            args += names
+        rows = self._q(sql + " ORDER BY step", args)
+        return pd.DataFrame(rows, columns=["step", "name", "value", "wall_s"])
+
+    def metrics_wide(self, names: Iterable[str] | None = None) -> pd.DataFrame:
+        """Metrics pivoted to one row per step (columns: ``step``, ``wall_s``, one per name)."""
+        df = self.metrics(names)
+        if df.empty:
+            return pd.DataFrame(columns=["step", "wall_s"])
+        wide = df.pivot_table(index="step", columns="name", values="value", aggfunc="last")
+        wide["wall_s"] = df.groupby("step")["wall_s"].max()
+        return wide.reset_index()
+
+    def latest(
+        self, names: Iterable[str] = ("id_acc", "ood_acc", "asr", "agreement", "it_s")
+    ) -> dict[str, Any]:
+        """The most recent value of each metric name (missing names are absent)."""
+        out = {}
+        for name in names:
+            row = self._q(
+                "SELECT step, value FROM metrics WHERE name = ? ORDER BY step DESC LIMIT 1", [name]
+            )
+            if row:
+                out[name] = row[0][1]
+        return out
+
+    def snapshot_steps(self) -> list[int]:
+        return [r[0] for r in self._q("SELECT step FROM snapshots ORDER BY step")]
+
+    def snapshot_info(self, step: int) -> dict[str, Any] | None:
+        rows = self._q(
+            "SELECT step, wall_s, n, threshold, score_name FROM snapshots WHERE step = ?", [step]
+        )
+        if not rows:
+            return None
+        return dict(zip(("step", "wall_s", "n", "threshold", "score_name"), rows[0]))
+
+    def samples(self, step: int) -> pd.DataFrame:
+        """Per-sample records of the snapshot at ``step`` (``image`` holds PNG bytes)."""
+        cols = [
+            "idx",
+            "image",
+            "teacher_label",
+            "confidence",
+            "student_label",
+            "score",
+            "keep",
+            "emb_x",
+            "emb_y",
+        ]
+        rows = self._q(f"SELECT {', '.join(cols)} FROM samples WHERE step = ? ORDER BY idx", [step])
+        return pd.DataFrame(rows, columns=cols)
+
+    def decision_counts(self) -> pd.DataFrame:
+        """Kept / rejected counts per snapshot step (for runs with a selecting defense)."""
+        rows = self._q(
+            "SELECT step, SUM(keep = 1), SUM(keep = 0) FROM samples WHERE keep IS NOT NULL GROUP BY step ORDER BY step"
+        )
+        return pd.DataFrame(rows, columns=["step", "kept", "rejected"])
+
+    def events(self, since_id: int = 0) -> pd.DataFrame:
+        rows = self._q(
+            "SELECT id, t, level, message FROM events WHERE id > ? ORDER BY id", [since_id]
+        )
+        return pd.DataFrame(rows, columns=["id", "t", "level", "message"])
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        rows = self._q("SELECT step, path, wall_s, t FROM checkpoints ORDER BY step")
+        return [dict(zip(("step", "path", "wall_s", "t"), r)) for r in rows]

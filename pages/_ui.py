@@ -1,0 +1,186 @@
+"""Shared Streamlit helpers for the pages (the only Streamlit code besides app.py and pages/)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import streamlit as st
+
+from dfkd_viz.errors import DfkdVizError
+from dfkd_viz.runs import manager
+from dfkd_viz.runs.store import ACTIVE_STATES
+
+PAGE_FILES = {
+    "home": "pages/home.py",
+    "setup": "pages/setup.py",
+    "live": "pages/live.py",
+    "runs": "pages/runs.py",
+    "decisions": "pages/decisions.py",
+    "teachers": "pages/teachers.py",
+}
+
+STATE_COLORS = {
+    "queued": "#64748b",
+    "running": "#2563eb",
+    "finished": "#059669",
+    "stopped": "#d97706",
+    "failed": "#dc2626",
+    "corrupt": "#7f1d1d",
+}
+
+_CSS = """
+<style>
+h1 {font-size: 2.2rem !important}
+div[data-testid="stMetricValue"] {font-size: 2rem}
+.dv-state {display:inline-block;padding:2px 12px;border-radius:999px;color:#fff;font-weight:600;font-size:0.95rem}
+.dv-muted {color:#475569}
+.dv-kind {display:inline-block;padding:0 8px;border-radius:6px;font-size:0.85rem;font-weight:600;color:#fff}
+</style>
+"""
+
+KIND_COLORS = {
+    "clean": "#059669",
+    "ntl": "#d97706",
+    "cuti": "#b45309",
+    "backdoor": "#dc2626",
+    "user": "#6366f1",
+}
+
+
+def page_setup() -> None:
+    """Called first by every page: make sure the app's navigation is in charge, then styles.
+
+    On a freshly started server, Streamlit (1.4x–1.67) serves the *first* request through its
+    legacy ``pages/`` folder mode, which runs the page file directly and never runs ``app.py``
+    (no navigation, no wide layout) — a deep link such as ``/live?run=…`` as the first request
+    shows a bare page (MEASUREMENTS.md). Streamlit leaves that mode for good once any script
+    calls ``st.navigation``; when a page finds that ``app.py`` has not run in this session, it
+    switches the mode off and reruns, so ``app.py`` routes the same URL properly.
+    """
+    if not st.session_state.get("_dv_app"):
+        from streamlit.runtime.pages_manager import PagesManager
+
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    st.html(_CSS)
+
+
+def state_badge(state: str) -> str:
+    return f'<span class="dv-state" style="background:{STATE_COLORS.get(state, "#334155")}">{state}</span>'
+
+
+def kind_badge(kind: str) -> str:
+    return (
+        f'<span class="dv-kind" style="background:{KIND_COLORS.get(kind, "#334155")}">{kind}</span>'
+    )
+
+
+def pct(v: Any) -> str:
+    return "—" if v is None else f"{v:.1%}"
+
+
+def go(page: str, run_id: str | None = None) -> None:
+    """Switch to ``page`` (a key of PAGE_FILES), carrying the run in the URL."""
+    st.switch_page(PAGE_FILES[page], query_params={"run": run_id} if run_id else None)
+
+
+@st.cache_data(ttl=2.0, show_spinner=False)
+def cached_runs() -> list[dict[str, Any]]:
+    return manager.list_runs()
+
+
+@st.cache_data(ttl=5.0, show_spinner=False)
+def cached_cards() -> list[dict[str, Any]]:
+    from dfkd_viz.teachers import list_cards
+
+    return list_cards()
+
+
+def teacher_card(teacher_id: str) -> dict[str, Any] | None:
+    for c in cached_cards():
+        if c["id"] == teacher_id:
+            return c
+    return None
+
+
+def pick_run(label: str = "Run", key: str = "run_pick") -> str | None:
+    """The run to show: ``?run=`` in the URL, else a choice among the runs (newest first).
+    Keeps the URL in sync so the view can be shared."""
+    runs = [r for r in cached_runs() if r.get("status") != "corrupt"]
+    ids = [r["run_id"] for r in runs]
+    wanted = st.query_params.get("run")
+    if wanted and wanted not in ids:
+        try:
+            manager.run_dir(wanted)
+            ids.insert(0, wanted)
+        except DfkdVizError:
+            st.warning(f"There is no run {wanted!r} in the store; pick another one.")
+            wanted = None
+    if not ids:
+        return None
+    labels = {
+        r["run_id"]: f"{r['run_id']} · {r['config'].get('teacher', '?')} · {r['status']}"
+        for r in runs
+    }
+    index = ids.index(wanted) if wanted in ids else 0
+    chosen = st.selectbox(
+        label, ids, index=index, format_func=lambda i: labels.get(i, i), key=f"{key}_{wanted}"
+    )
+    if st.query_params.get("run") != chosen:
+        st.query_params["run"] = chosen
+    return chosen
+
+
+def run_header(info: dict[str, Any]) -> None:
+    """Title line of a run: id, state badge, configuration summary."""
+    cfg = info["config"]
+    budget = f"{cfg['steps']} steps" if cfg.get("steps") else f"{cfg.get('seconds')} s"
+    st.markdown(
+        f"### {info['run_id']} &nbsp; {state_badge(info['status'])}", unsafe_allow_html=True
+    )
+    st.markdown(
+        f"<span class='dv-muted'>teacher <b>{cfg['teacher']}</b> · method <b>{cfg['method']}</b> · "
+        f"defense <b>{cfg.get('defense', 'none')}</b> · budget {budget} · seed {cfg.get('seed')} · "
+        f"device {info.get('device') or cfg.get('device')}</span>",
+        unsafe_allow_html=True,
+    )
+
+
+def eta_text(info: dict[str, Any]) -> str:
+    prog = info.get("progress") or 0.0
+    wall = info.get("wall_s") or 0.0
+    if info["status"] not in ACTIVE_STATES:
+        return f"{wall:.0f} s of distillation"
+    if prog <= 0.01:
+        return (
+            "starting…"
+            if not info.get("phase", "").startswith("teacher")
+            else f"training the teacher ({info['phase']})"
+        )
+    remaining = wall * (1 - prog) / prog
+    return f"{wall:.0f} s elapsed · about {remaining:.0f} s left"
+
+
+def empty_state(message: str, *, setup: bool = True) -> None:
+    st.info(message, icon=":material/info:")
+    cols = st.columns(3)
+    if cols[0].button(
+        "Start the demo", type="primary", icon=":material/play_arrow:", key="empty_demo"
+    ):
+        start_demo()
+    if setup and cols[1].button("Set up a run", icon=":material/tune:", key="empty_setup"):
+        go("setup")
+
+
+def start_demo(preset: str = "clean-dfq") -> None:
+    from dfkd_viz.runs.presets import preset_config
+
+    try:
+        run_id = manager.launch(preset_config(preset))
+    except DfkdVizError as exc:
+        st.error(str(exc))
+        return
+    cached_runs.clear()
+    time.sleep(0.05)
+    go("live", run_id)

@@ -1,0 +1,85 @@
+"""Decisions: the active defense's per-sample decisions at a chosen step — score histogram with
+the threshold, kept and rejected galleries, counts over training. One generic view over the store;
+each defense fills it with its own scores."""
+
+import numpy as np
+import streamlit as st
+
+from dfkd_viz import viz
+from dfkd_viz.errors import DfkdVizError
+from dfkd_viz.runs import manager
+from dfkd_viz.runs.store import ACTIVE_STATES, RunReader
+from pages import _ui as ui
+
+ui.page_setup()
+st.title("Defense decisions")
+run_id = ui.pick_run()
+if run_id is None:
+    ui.empty_state(
+        "No runs yet. Launch a run with a defense to see which synthetic samples it keeps and rejects."
+    )
+    st.stop()
+try:
+    info = manager.run_info(run_id)
+except DfkdVizError as exc:
+    st.warning(f"This run cannot be shown: {exc}")
+    st.stop()
+ui.run_header(info)
+defense = info["config"].get("defense", "none")
+if defense == "none":
+    st.info(
+        "This run has no defense: every synthetic sample is kept for distillation. Launch a run with a "
+        "defense from **Setup** to see its per-sample scores and keep/reject decisions here.",
+        icon=":material/info:",
+    )
+    if st.button("Set up a run", key="dec_setup"):
+        ui.go("setup")
+    st.stop()
+
+active = info["status"] in ACTIVE_STATES
+
+
+@st.fragment(run_every=2.0 if active else None)
+def decisions() -> None:
+    with RunReader(manager.run_dir(run_id)) as r:
+        steps = r.snapshot_steps()
+        if not steps:
+            st.info("No snapshot yet.")
+            return
+        if st.session_state.get("dec_step") not in steps:
+            st.session_state["dec_step"] = steps[-1]
+        step = (
+            st.select_slider("Step", options=steps, key="dec_step") if len(steps) > 1 else steps[0]
+        )
+        snap = r.snapshot_info(step) or {}
+        df = r.samples(step)
+        counts = r.decision_counts()
+    if df["keep"].isna().all():
+        st.info(f"The defense {defense!r} recorded no decisions at step {step}.")
+        return
+    keep = df["keep"].astype(bool).to_numpy()
+    scores = df["score"].astype(float).to_numpy()
+    name = snap.get("score_name") or "score"
+    c1, c2, c3 = st.columns(3)
+    c1.metric("kept", int(keep.sum()))
+    c2.metric("rejected", int((~keep).sum()))
+    c3.metric("threshold", "—" if snap.get("threshold") is None else f"{snap['threshold']:.3g}")
+    left, right = st.columns(2)
+    left.plotly_chart(viz.score_histogram(scores, keep, snap.get("threshold"), name), key="hist")
+    right.plotly_chart(viz.decision_counts(counts), key="counts")
+    for title, mask in (("Kept", keep), ("Rejected", ~keep)):
+        st.markdown(f"**{title}** ({int(mask.sum())})")
+        sub = df[mask]
+        if sub.empty:
+            st.caption("none")
+            continue
+        order = np.argsort(-sub["score"].to_numpy())
+        sub = sub.iloc[order]
+        caps = [f"T: {t} ({c:.0%})" for t, c in zip(sub["teacher_label"], sub["confidence"])]
+        subs = [f"{name} {s:.3f}" for s in sub["score"]]
+        st.html(
+            viz.sample_grid_html(list(sub["image"]), caps, subs, list(sub["keep"].astype(bool)))
+        )
+
+
+decisions()

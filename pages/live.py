@@ -1,0 +1,159 @@
+"""Live: status, progress and ETA, Stop / Resume, curves and synthetic samples, updating while the
+run goes (fragments polling the run store only)."""
+
+import streamlit as st
+
+from dfkd_viz import viz
+from dfkd_viz.errors import DfkdVizError
+from dfkd_viz.runs import manager
+from dfkd_viz.runs.store import ACTIVE_STATES, RunReader
+from pages import _ui as ui
+
+ui.page_setup()
+st.title("Live run")
+run_id = ui.pick_run()
+if run_id is None:
+    ui.empty_state("No runs yet. Start the demo, or set up a run — it will show here live.")
+    st.stop()
+
+try:
+    info = manager.run_info(run_id)
+except DfkdVizError as exc:
+    st.warning(f"This run cannot be shown: {exc}")
+    st.stop()
+
+active = info["status"] in ACTIVE_STATES
+card = ui.teacher_card(info["config"]["teacher"]) or {}
+same_domain = info["config"].get("ood_domain") in (None, card.get("ood_domain"))
+teacher_ref = {
+    "id_acc": card.get("id_acc"),
+    "ood_acc": card.get("ood_acc") if same_domain else None,
+}
+POLL = 1.0 if active else None
+
+
+@st.fragment(run_every=POLL)
+def status_panel() -> None:
+    try:
+        cur = manager.run_info(run_id)
+    except DfkdVizError as exc:
+        st.warning(f"The run is no longer readable: {exc}")
+        return
+    if active and cur["status"] not in ACTIVE_STATES:
+        st.rerun()  # the run ended: redraw the page once (controls change, polling stops)
+    ui.run_header(cur)
+    total = cur.get("total_steps")
+    step = cur.get("step") or 0
+    text = f"step {step}" + (f" of {total}" if total else "") + f" · {ui.eta_text(cur)}"
+    st.progress(min(1.0, float(cur.get("progress") or 0.0)), text=text)
+    if cur["status"] == "failed":
+        st.error(f"The run failed: {cur.get('error')}", icon=":material/error:")
+    m = st.columns(5)
+    m[0].metric(
+        "student ID accuracy", ui.pct(cur.get("id_acc")), help="on the teacher's real test split"
+    )
+    m[1].metric(
+        "student OOD accuracy", ui.pct(cur.get("ood_acc")), help="on the OOD domain's test split"
+    )
+    m[2].metric(
+        "attack success rate",
+        ui.pct(cur.get("asr")),
+        help="triggered non-target test images → target",
+    )
+    m[3].metric("agreement (synthetic)", ui.pct(cur.get("agreement")))
+    m[4].metric("iterations / s", f"{cur['it_s']:.2f}" if cur.get("it_s") else "—")
+
+
+status_panel()
+c1, c2, c3, _ = st.columns([1, 1, 1.3, 3])
+if active and c1.button("Stop", icon=":material/stop:", key="stop"):
+    try:
+        manager.stop(run_id, wait_s=5.0)
+    except DfkdVizError as exc:
+        st.warning(str(exc))
+    ui.cached_runs.clear()
+    st.rerun()
+if info["status"] in ("stopped", "failed") and c1.button(
+    "Resume", icon=":material/play_arrow:", key="resume"
+):
+    try:
+        manager.resume(run_id)
+    except DfkdVizError as exc:
+        st.warning(str(exc))
+    ui.cached_runs.clear()
+    st.rerun()
+if c2.button("Decisions", icon=":material/rule:", key="to_decisions"):
+    ui.go("decisions", run_id)
+xaxis = c3.radio(
+    "x axis",
+    ["step", "wall_s"],
+    horizontal=True,
+    key="xaxis",
+    format_func=lambda v: "step" if v == "step" else "seconds",
+)
+
+
+@st.fragment(run_every=POLL)
+def curves() -> None:
+    with RunReader(manager.run_dir(run_id)) as r:
+        wide = r.metrics_wide()
+    if wide.empty or "id_acc" not in wide.columns:
+        st.info("Waiting for the first evaluation…" if active else "This run recorded no metrics.")
+        return
+    cfg = {"displaylogo": False}
+    left, right = st.columns(2)
+    evals = wide.dropna(subset=["id_acc"])
+    left.plotly_chart(
+        viz.accuracy_curves(evals, x=xaxis, teacher_ref=teacher_ref), key="acc", config=cfg
+    )
+    right.plotly_chart(viz.agreement_curve(wide, x=xaxis), key="agree", config=cfg)
+    left.plotly_chart(viz.loss_curves(wide, "g_", x=xaxis), key="gloss", config=cfg)
+    right.plotly_chart(viz.loss_curves(wide, "s_", x=xaxis), key="sloss", config=cfg)
+
+
+curves()
+
+st.subheader("Synthetic samples")
+p1, p2, _ = st.columns([1, 1, 4])
+follow = p1.toggle("Follow latest", value=True, key="follow", disabled=not active)
+play = p2.toggle("Play", value=False, key="play", help="step through the snapshots")
+
+
+@st.fragment(run_every=1.0 if (active or play) else None)
+def samples() -> None:
+    with RunReader(manager.run_dir(run_id)) as r:
+        steps = r.snapshot_steps()
+        if not steps:
+            st.info("No snapshot yet: the first one comes after the first step.")
+            return
+        key = "snap_step"
+        if play:
+            cur = st.session_state.get(key, steps[0])
+            i = steps.index(cur) if cur in steps else -1
+            st.session_state[key] = steps[(i + 1) % len(steps)]
+        elif (follow and active) or st.session_state.get(key) not in steps:
+            st.session_state[key] = steps[-1]
+        step = (
+            st.select_slider("Snapshot at step", options=steps, key=key)
+            if len(steps) > 1
+            else steps[0]
+        )
+        df = r.samples(step)
+    classes = [str(i) for i in range(10)]
+    caps = [
+        f"T: {classes[t] if t < len(classes) else t} ({c:.0%})"
+        for t, c in zip(df["teacher_label"], df["confidence"])
+    ]
+    subs = [
+        f"S: {s}" + (f" · score {sc:.2f}" if sc == sc and sc is not None else "")
+        for s, sc in zip(df["student_label"], df["score"])
+    ]
+    keep = [None if k is None or k != k else bool(k) for k in df["keep"]]
+    st.caption(
+        f"{len(df)} synthetic samples at step {step}: teacher label (confidence), student label"
+        + (", defense score and decision" if any(k is not None for k in keep) else "")
+    )
+    st.html(viz.sample_grid_html(list(df["image"]), caps, subs, keep))
+
+
+samples()

@@ -1,0 +1,175 @@
+"""Setup: choose dataset, teacher, method, defense, budget and seed; launch a background run."""
+
+import streamlit as st
+
+from dfkd_viz.distill.defenses import DEFENSES
+from dfkd_viz.distill.methods import METHODS
+from dfkd_viz.errors import DfkdVizError
+from dfkd_viz.runs import manager
+from dfkd_viz.runs.config import MAX_SECONDS, MAX_STEPS, validate_config
+from dfkd_viz.runs.presets import PRESETS, preset_config
+from pages import _ui as ui
+
+ui.page_setup()
+st.title("Set up a distillation run")
+
+cards = ui.cached_cards()
+presets = ["(none)", *PRESETS]
+preset = st.selectbox("Start from a scenario (optional)", presets, key="setup_preset")
+base = preset_config(None if preset == "(none)" else preset)
+
+left, right = st.columns([3, 2])
+with left:
+    datasets = sorted({c["dataset"] for c in cards})
+    base_card = next((c for c in cards if c["id"] == base.get("teacher")), None)
+    ds_index = (
+        datasets.index(base_card["dataset"])
+        if base_card
+        else (datasets.index("mnist") if "mnist" in datasets else 0)
+    )
+    dataset = st.selectbox("Dataset", datasets, index=ds_index, key=f"ds_{preset}")
+    teachers = [c for c in cards if c["dataset"] == dataset]
+    tids = [c["id"] for c in teachers]
+    t_index = tids.index(base["teacher"]) if base.get("teacher") in tids else 0
+    teacher = st.selectbox(
+        "Teacher",
+        tids,
+        index=t_index,
+        key=f"t_{preset}_{dataset}",
+        format_func=lambda i: f"{i} ({next(c['kind'] for c in teachers if c['id'] == i)})",
+    )
+    methods = METHODS.names()
+    method = st.selectbox(
+        "Method",
+        methods,
+        index=methods.index(base.get("method", "dfq")),
+        key=f"m_{preset}",
+        format_func=lambda m: f"{m} — {METHODS.get(m).summary}",
+    )
+    defenses = DEFENSES.names()
+    defense = st.selectbox(
+        "Defense",
+        defenses,
+        index=defenses.index(base.get("defense", "none"))
+        if base.get("defense", "none") in defenses
+        else 0,
+        key=f"d_{preset}",
+    )
+    b1, b2, b3 = st.columns(3)
+    kind = b1.radio(
+        "Budget in",
+        ["steps", "seconds"],
+        horizontal=True,
+        index=0 if "seconds" not in base else 1,
+        key=f"bk_{preset}",
+    )
+    if kind == "steps":
+        default_steps = int(base.get("steps") or METHODS.get(method).make_params().default_steps)
+        budget = b2.number_input(
+            "Steps",
+            min_value=1,
+            max_value=MAX_STEPS,
+            value=default_steps,
+            step=50,
+            key=f"bs_{preset}_{method}",
+        )
+    else:
+        budget = b2.number_input(
+            "Seconds",
+            min_value=1.0,
+            max_value=MAX_SECONDS,
+            value=float(base.get("seconds") or 30.0),
+            step=10.0,
+            key=f"bsec_{preset}",
+        )
+    seed = b3.number_input(
+        "Seed", min_value=0, max_value=2**31 - 1, value=int(base.get("seed", 0)), key="seed"
+    )
+    with st.expander("Advanced"):
+        a1, a2, a3 = st.columns(3)
+        batch = a1.number_input("Batch size", min_value=2, max_value=4096, value=128, key="batch")
+        eval_every = a2.number_input(
+            "Evaluate every (steps)", min_value=1, max_value=10000, value=10, key="eval_every"
+        )
+        snap_every = a3.number_input(
+            "Snapshot every (steps)", min_value=1, max_value=10000, value=20, key="snap_every"
+        )
+        a4, a5, a6 = st.columns(3)
+        device = a4.selectbox(
+            "Device", ["auto", "cpu", "cuda"], key="device", help="auto = the GPU when there is one"
+        )
+        threads = a5.number_input(
+            "CPU threads (0 = all cores)", min_value=0, max_value=256, value=0, key="threads"
+        )
+        snap_size = a6.number_input(
+            "Samples per snapshot", min_value=1, max_value=512, value=64, key="snap_size"
+        )
+
+raw = {
+    "teacher": teacher,
+    "method": method,
+    "defense": defense,
+    "seed": int(seed),
+    "batch_size": int(batch),
+    "eval_every": int(eval_every),
+    "snapshot_every": int(snap_every),
+    "snapshot_size": int(snap_size),
+    "device": device,
+    "threads": int(threads) or None,
+    ("steps" if kind == "steps" else "seconds"): budget,
+}
+if preset != "(none)":
+    raw["preset"] = preset
+    for key in ("method_params", "defense_params", "ood_domain", "trigger"):
+        if (
+            key in base
+            and (key != "method_params" or method == base.get("method"))
+            and (key != "defense_params" or defense == base.get("defense"))
+        ):
+            raw[key] = base[key]
+
+with right:
+    card = ui.teacher_card(teacher)
+    with st.container(border=True):
+        st.markdown(
+            f"**Teacher card** · `{teacher}` {ui.kind_badge(card['kind'])}", unsafe_allow_html=True
+        )
+        st.caption(card.get("description") or "")
+        m1, m2, m3 = st.columns(3)
+        m1.metric("ID accuracy", ui.pct(card.get("id_acc")))
+        m2.metric(f"OOD accuracy ({card.get('ood_domain') or '—'})", ui.pct(card.get("ood_acc")))
+        m3.metric("ASR", ui.pct(card.get("asr")))
+        if not card.get("trained"):
+            st.warning(
+                "This teacher is not trained yet: the run trains it first (≈10–20 s), or train it on the Teachers page."
+            )
+        if not card.get("available"):
+            st.error(f"The dataset {card['dataset']} is not on this machine.")
+
+error = None
+try:
+    cfg = validate_config(raw)
+except DfkdVizError as exc:
+    error = str(exc)
+    cfg = None
+if error:
+    st.error(f"Cannot launch: {error}", icon=":material/error:")
+else:
+    st.success(
+        f"Ready: {cfg.teacher} · {cfg.method} · defense {cfg.defense} · {cfg.budget_text()} · seed {cfg.seed}",
+        icon=":material/check_circle:",
+    )
+if st.button(
+    "Launch",
+    type="primary",
+    disabled=error is not None,
+    icon=":material/rocket_launch:",
+    key="launch",
+):
+    try:
+        run_id = manager.launch(cfg)
+    except DfkdVizError as exc:
+        st.error(str(exc))
+    else:
+        ui.cached_runs.clear()
+        ui.go("live", run_id)

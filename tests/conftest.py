@@ -1,0 +1,56 @@
+"""Shared fixtures. Tests never touch the user's cache: DFKD_VIZ_HOME points at temp dirs.
+
+- ``zoo_home`` (session): a home whose zoo holds the trained ``mnist-clean`` teacher (≈7 s once).
+- ``home`` (every test, autouse): a fresh DFKD_VIZ_HOME whose ``teachers/`` is a copy-free link to
+  the session zoo when the test asks for ``trained_home``; otherwise empty.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def zoo_home(tmp_path_factory) -> Path:
+    """A DFKD_VIZ_HOME with the default ``mnist-clean`` teacher trained (once per session)."""
+    home = tmp_path_factory.mktemp("zoo_home")
+    old = os.environ.get("DFKD_VIZ_HOME")
+    os.environ["DFKD_VIZ_HOME"] = str(home)
+    try:
+        from dfkd_viz.teachers import train_teacher
+
+        train_teacher("mnist-clean")
+    finally:
+        if old is None:
+            os.environ.pop("DFKD_VIZ_HOME", None)
+        else:
+            os.environ["DFKD_VIZ_HOME"] = old
+    return home
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty DFKD_VIZ_HOME for each test."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("DFKD_VIZ_HOME", str(h))
+    return h
+
+
+@pytest.fixture
+def trained_home(home: Path, zoo_home: Path) -> Path:
+    """The per-test home with the session's trained teachers copied in (files are small)."""
+    shutil.copytree(zoo_home / "teachers", home / "teachers", dirs_exist_ok=True)
+    return home
+
+
+def pytest_collection_modifyitems(config, items):
+    # run the slow, process-spawning tests last so quick failures show first
+    items.sort(key=lambda it: ("browser" in it.keywords, "slow" in it.keywords))

@@ -1,0 +1,174 @@
+"""Every page under streamlit.testing.v1.AppTest: no runs, a running run, a finished run, a failed
+run, a run with defense decisions. The stores are written directly (no training), so these are fast."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dfkd_viz.runs.store import RunWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PAGES = [
+    "pages/home.py",
+    "pages/setup.py",
+    "pages/live.py",
+    "pages/runs.py",
+    "pages/decisions.py",
+    "pages/teachers.py",
+]
+
+
+def _make_run(home, run_id, state="finished", defense="none", steps=6, pid=None, error=None):
+    d = home / "runs" / run_id
+    w = RunWriter(d)
+    cfg = {
+        "teacher": "mnist-clean",
+        "method": "dfq",
+        "defense": defense,
+        "steps": steps,
+        "seed": 0,
+        "device": "cpu",
+    }
+    (d / "config.json").write_text(json.dumps(cfg))
+    w.init_status(run_id, steps, None)
+    rng = np.random.default_rng(0)
+    for s in range(1, steps + 1):
+        w.add_metrics(
+            s, s * 0.2, {"g_adv": -1.0 / s, "g_bn": 0.5, "s_kd": 1.0 / s, "agreement": 0.5 + s / 20}
+        )
+        if s % 2 == 0:
+            w.add_metrics(s, s * 0.2, {"id_acc": 0.5 + s / 20, "ood_acc": 0.3, "it_s": 5.0})
+            n = 8
+            snap = {
+                "step": s,
+                "images": rng.integers(0, 256, (n, 1, 28, 28)).astype(np.uint8),
+                "teacher_label": rng.integers(0, 10, n),
+                "confidence": rng.random(n),
+                "student_label": rng.integers(0, 10, n),
+                "score": rng.random(n) if defense != "none" else None,
+                "keep": (rng.random(n) > 0.5) if defense != "none" else None,
+                "threshold": 0.5 if defense != "none" else None,
+            }
+            w.add_snapshot(snap, s * 0.2, "score")
+    w.flush()
+    w.set_status(
+        state=state,
+        step=steps,
+        wall_s=steps * 0.2,
+        progress=1.0 if state == "finished" else 0.5,
+        pid=pid,
+        error=error,
+        device="cpu",
+    )
+    w.close()
+    return run_id
+
+
+def _run_page(page, run_id=None, timeout=60):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    at.run()
+    if page != "pages/home.py":
+        at.switch_page(page)
+    if run_id:
+        at.query_params["run"] = run_id
+    at.run()
+    return at
+
+
+def _assert_clean(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_with_no_runs(page):
+    at = _run_page(page)
+    _assert_clean(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_with_a_finished_run(page, home):
+    rid = _make_run(home, "20260101-000000-dfq-aaaa")
+    at = _run_page(page, rid)
+    _assert_clean(at)
+    if page == "pages/live.py":
+        assert any("50.0%" in m.value or "80.0%" in m.value for m in at.metric)
+        assert len(at.get("plotly_chart")) >= 4
+
+
+def test_live_page_for_a_running_run(home):
+    # a real live process stands in for the worker, so the run is "running" by liveness
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        rid = _make_run(home, "20260101-000000-dfq-bbbb", state="running", pid=proc.pid)
+        at = _run_page("pages/live.py", rid)
+        _assert_clean(at)
+        assert any(b.label == "Stop" for b in at.button)
+        assert at.get("progress")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_failed_run_shows_its_error_and_resume(home):
+    rid = _make_run(home, "20260101-000000-dfq-cccc", state="failed", error="RuntimeError: boom")
+    at = _run_page("pages/live.py", rid)
+    assert not at.exception
+    assert any("boom" in e.value for e in at.error)
+    assert any(b.label == "Resume" for b in at.button)
+
+
+def test_dead_worker_shows_failed(home):
+    rid = _make_run(home, "20260101-000000-dfq-dddd", state="running", pid=2**22 - 3)
+    at = _run_page("pages/live.py", rid)
+    assert not at.exception
+    assert any("killed or crashed" in e.value for e in at.error)
+
+
+def test_decisions_page_shows_a_defense(home):
+    rid = _make_run(home, "20260101-000000-dfq-eeee", defense="test-defense")
+    at = _run_page("pages/decisions.py", rid)
+    _assert_clean(at)
+    assert [m.label for m in at.metric][:2] == ["kept", "rejected"]
+    assert len(at.get("plotly_chart")) == 2
+
+
+def test_decisions_page_without_defense_says_so(home):
+    rid = _make_run(home, "20260101-000000-dfq-ffff")
+    at = _run_page("pages/decisions.py", rid)
+    _assert_clean(at)
+    assert any("no defense" in i.value for i in at.info)
+
+
+def test_setup_validates_and_lists_the_zoo(home):
+    at = _run_page("pages/setup.py")
+    _assert_clean(at)
+    labels = [s.label for s in at.selectbox]
+    assert {"Dataset", "Teacher", "Method", "Defense"} <= set(labels)
+    assert any("Ready" in s.value for s in at.success)
+
+
+def test_runs_page_lists_and_compares(home):
+    a = _make_run(home, "20260101-000000-dfq-1111")
+    b = _make_run(home, "20260101-000001-dfq-2222")
+    at = _run_page("pages/runs.py")
+    _assert_clean(at)
+    at.multiselect(key="compare_runs").set_value([a, b]).run()
+    _assert_clean(at)
+    assert at.get("plotly_chart")
+
+
+def test_unknown_run_in_url_is_a_warning_not_a_crash(home):
+    at = _run_page("pages/live.py", "20990101-000000-dfq-zzzz")
+    assert not at.exception
+    assert at.warning or at.info
