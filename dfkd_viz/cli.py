@@ -383,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dfkd-viz",
         description="Data-free knowledge distillation from untrusted teachers, visualised.",
     )
+    p.add_argument(
+        "--data-dir",
+        help="a directory searched for IDX datasets (mnist/, fashion-mnist/); workers inherit it",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("teachers", help="the teacher zoo")
@@ -464,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.data_dir:
+        import os
+
+        os.environ["DFKD_VIZ_DATA"] = os.path.abspath(args.data_dir)
     try:
         return int(args.func(args) or 0)
     except DfkdVizError as exc:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import streamlit as st
 
 from dfkd_viz.errors import DfkdVizError
+from dfkd_viz.paths import home
 from dfkd_viz.runs import manager
 from dfkd_viz.runs.store import ACTIVE_STATES
 
@@ -86,15 +90,29 @@ def go(page: str, run_id: str | None = None) -> None:
 
 
 @st.cache_data(ttl=2.0, show_spinner=False)
-def cached_runs() -> list[dict[str, Any]]:
+def _runs(home: str) -> list[dict[str, Any]]:
     return manager.list_runs()
 
 
 @st.cache_data(ttl=5.0, show_spinner=False)
-def cached_cards() -> list[dict[str, Any]]:
+def _cards(home: str) -> list[dict[str, Any]]:
     from dfkd_viz.teachers import list_cards
 
     return list_cards()
+
+
+def cached_runs() -> list[dict[str, Any]]:
+    """Every run (cached 2 s per DFKD_VIZ_HOME)."""
+    return _runs(str(home()))
+
+
+def cached_cards() -> list[dict[str, Any]]:
+    """Every teacher card (cached 5 s per DFKD_VIZ_HOME)."""
+    return _cards(str(home()))
+
+
+cached_runs.clear = _runs.clear  # type: ignore[attr-defined]
+cached_cards.clear = _cards.clear  # type: ignore[attr-defined]
 
 
 def teacher_card(teacher_id: str) -> dict[str, Any] | None:
@@ -184,3 +202,17 @@ def start_demo(preset: str = "clean-dfq") -> None:
     cached_runs.clear()
     time.sleep(0.05)
     go("live", run_id)
+
+
+@contextlib.contextmanager
+def profiled(name: str) -> Iterator[None]:
+    """Time a block; when ``DFKD_VIZ_PROFILE`` names a file, append ``name<TAB>milliseconds``
+    to it (used by ``benchmarks/app_bench.py`` to measure live-fragment render times)."""
+    path = os.environ.get("DFKD_VIZ_PROFILE")
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        if path:
+            with open(path, "a") as fh:
+                fh.write(f"{name}\t{(time.perf_counter() - t0) * 1000:.2f}\n")

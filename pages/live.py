@@ -1,5 +1,6 @@
 """Live: status, progress and ETA, Stop / Resume, curves and synthetic samples, updating while the
-run goes (fragments polling the run store only)."""
+run goes. The controls are static; everything that changes lives in one fragment that polls the
+run store (so a slow full rerun on a busy machine never leaves half a page)."""
 
 import streamlit as st
 
@@ -29,11 +30,46 @@ teacher_ref = {
     "id_acc": card.get("id_acc"),
     "ood_acc": card.get("ood_acc") if same_domain else None,
 }
-POLL = 1.0 if active else None
+
+c1, c2, c3, c4, c5 = st.columns([1, 1.2, 1.6, 1.2, 1])
+if active and c1.button("Stop", icon=":material/stop:", key="stop"):
+    try:
+        manager.stop(run_id, wait_s=5.0)
+    except DfkdVizError as exc:
+        st.warning(str(exc))
+    ui.cached_runs.clear()
+    st.rerun()
+if info["status"] in ("stopped", "failed") and c1.button(
+    "Resume", icon=":material/play_arrow:", key="resume"
+):
+    try:
+        manager.resume(run_id)
+    except DfkdVizError as exc:
+        st.warning(str(exc))
+    ui.cached_runs.clear()
+    st.rerun()
+if c2.button("Decisions", icon=":material/rule:", key="to_decisions"):
+    ui.go("decisions", run_id)
+xaxis = c3.radio(
+    "x axis",
+    ["step", "wall_s"],
+    horizontal=True,
+    key="xaxis",
+    format_func=lambda v: "step" if v == "step" else "seconds",
+)
+follow = c4.toggle(
+    "Follow latest", value=True, key="follow", disabled=not active, help="show the newest snapshot"
+)
+play = c5.toggle("Play", value=False, key="play", help="step through the snapshots")
 
 
-@st.fragment(run_every=POLL)
-def status_panel() -> None:
+@st.fragment(run_every=1.5 if (active or play) else None)
+def live_view() -> None:
+    with ui.profiled("live_view"):
+        _live_view()
+
+
+def _live_view() -> None:
     try:
         cur = manager.run_info(run_id)
     except DfkdVizError as exc:
@@ -63,97 +99,53 @@ def status_panel() -> None:
     m[3].metric("agreement (synthetic)", ui.pct(cur.get("agreement")))
     m[4].metric("iterations / s", f"{cur['it_s']:.2f}" if cur.get("it_s") else "—")
 
-
-status_panel()
-c1, c2, c3, _ = st.columns([1, 1, 1.3, 3])
-if active and c1.button("Stop", icon=":material/stop:", key="stop"):
-    try:
-        manager.stop(run_id, wait_s=5.0)
-    except DfkdVizError as exc:
-        st.warning(str(exc))
-    ui.cached_runs.clear()
-    st.rerun()
-if info["status"] in ("stopped", "failed") and c1.button(
-    "Resume", icon=":material/play_arrow:", key="resume"
-):
-    try:
-        manager.resume(run_id)
-    except DfkdVizError as exc:
-        st.warning(str(exc))
-    ui.cached_runs.clear()
-    st.rerun()
-if c2.button("Decisions", icon=":material/rule:", key="to_decisions"):
-    ui.go("decisions", run_id)
-xaxis = c3.radio(
-    "x axis",
-    ["step", "wall_s"],
-    horizontal=True,
-    key="xaxis",
-    format_func=lambda v: "step" if v == "step" else "seconds",
-)
-
-
-@st.fragment(run_every=POLL)
-def curves() -> None:
     with RunReader(manager.run_dir(run_id)) as r:
         wide = r.metrics_wide()
+        steps = r.snapshot_steps()
+        if steps:
+            key = "snap_step"
+            if play:
+                prev = st.session_state.get(key, steps[0])
+                i = steps.index(prev) if prev in steps else -1
+                st.session_state[key] = steps[(i + 1) % len(steps)]
+            elif (follow and active) or st.session_state.get(key) not in steps:
+                st.session_state[key] = steps[-1]
+            snap_step = st.session_state[key]
+            samples = r.samples(snap_step)
+
     if wide.empty or "id_acc" not in wide.columns:
         st.info("Waiting for the first evaluation…" if active else "This run recorded no metrics.")
-        return
-    cfg = {"displaylogo": False}
-    left, right = st.columns(2)
-    evals = wide.dropna(subset=["id_acc"])
-    left.plotly_chart(
-        viz.accuracy_curves(evals, x=xaxis, teacher_ref=teacher_ref), key="acc", config=cfg
-    )
-    right.plotly_chart(viz.agreement_curve(wide, x=xaxis), key="agree", config=cfg)
-    left.plotly_chart(viz.loss_curves(wide, "g_", x=xaxis), key="gloss", config=cfg)
-    right.plotly_chart(viz.loss_curves(wide, "s_", x=xaxis), key="sloss", config=cfg)
-
-
-curves()
-
-st.subheader("Synthetic samples")
-p1, p2, _ = st.columns([1, 1, 4])
-follow = p1.toggle("Follow latest", value=True, key="follow", disabled=not active)
-play = p2.toggle("Play", value=False, key="play", help="step through the snapshots")
-
-
-@st.fragment(run_every=1.0 if (active or play) else None)
-def samples() -> None:
-    with RunReader(manager.run_dir(run_id)) as r:
-        steps = r.snapshot_steps()
-        if not steps:
-            st.info("No snapshot yet: the first one comes after the first step.")
-            return
-        key = "snap_step"
-        if play:
-            cur = st.session_state.get(key, steps[0])
-            i = steps.index(cur) if cur in steps else -1
-            st.session_state[key] = steps[(i + 1) % len(steps)]
-        elif (follow and active) or st.session_state.get(key) not in steps:
-            st.session_state[key] = steps[-1]
-        step = (
-            st.select_slider("Snapshot at step", options=steps, key=key)
-            if len(steps) > 1
-            else steps[0]
+    else:
+        cfg = {"displaylogo": False}
+        thin = viz.downsample(wide, 400)
+        left, right = st.columns(2)
+        evals = wide.dropna(subset=["id_acc"])
+        left.plotly_chart(
+            viz.accuracy_curves(evals, x=xaxis, teacher_ref=teacher_ref), key="acc", config=cfg
         )
-        df = r.samples(step)
-    classes = [str(i) for i in range(10)]
-    caps = [
-        f"T: {classes[t] if t < len(classes) else t} ({c:.0%})"
-        for t, c in zip(df["teacher_label"], df["confidence"])
-    ]
+        right.plotly_chart(viz.agreement_curve(thin, x=xaxis), key="agree", config=cfg)
+        left.plotly_chart(viz.loss_curves(thin, "g_", x=xaxis), key="gloss", config=cfg)
+        right.plotly_chart(viz.loss_curves(thin, "s_", x=xaxis), key="sloss", config=cfg)
+
+    st.subheader("Synthetic samples")
+    if not steps:
+        st.info("No snapshot yet: the first one comes after the first step.")
+        return
+    if len(steps) > 1:
+        st.select_slider("Snapshot at step", options=steps, key="snap_step")
+    df = samples
+    caps = [f"T: {t} ({c:.0%})" for t, c in zip(df["teacher_label"], df["confidence"])]
     subs = [
         f"S: {s}" + (f" · score {sc:.2f}" if sc == sc and sc is not None else "")
         for s, sc in zip(df["student_label"], df["score"])
     ]
     keep = [None if k is None or k != k else bool(k) for k in df["keep"]]
+    decided = any(k is not None for k in keep)
     st.caption(
-        f"{len(df)} synthetic samples at step {step}: teacher label (confidence), student label"
-        + (", defense score and decision" if any(k is not None for k in keep) else "")
+        f"{len(df)} synthetic samples at step {snap_step}: teacher label (confidence), student label"
+        + (", defense score and decision" if decided else "")
     )
     st.html(viz.sample_grid_html(list(df["image"]), caps, subs, keep))
 
 
-samples()
+live_view()

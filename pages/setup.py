@@ -137,8 +137,19 @@ with right:
         st.caption(card.get("description") or "")
         m1, m2, m3 = st.columns(3)
         m1.metric("ID accuracy", ui.pct(card.get("id_acc")))
-        m2.metric(f"OOD accuracy ({card.get('ood_domain') or '—'})", ui.pct(card.get("ood_acc")))
-        m3.metric("ASR", ui.pct(card.get("asr")))
+        m2.metric(
+            "OOD accuracy",
+            ui.pct(card.get("ood_acc")),
+            help=f"on the {card.get('ood_domain') or '—'} domain",
+        )
+        m3.metric(
+            "ASR",
+            ui.pct(card.get("asr")),
+            help=f"trigger {card.get('trigger')}" if card.get("trigger") else None,
+        )
+        st.caption(
+            f"OOD domain: {card.get('ood_domain') or '—'} · trigger: {card.get('trigger') or '—'}"
+        )
         if not card.get("trained"):
             st.warning(
                 "This teacher is not trained yet: the run trains it first (≈10–20 s), or train it on the Teachers page."

@@ -19,9 +19,17 @@ deepinv   adv 1, bn 10, oh 1             KL                 5 G steps, 5 S steps
 
 Every term enters the run's record weighted, as it enters the total (``g_adv``, ``g_bn``,
 ``g_oh``, ``g_bal``, ``g_act``, ``s_kd``, ``s_at``...). Learning rates decay along a cosine over
-the run's budget (steps, or seconds for a wall-clock budget). Changes from the papers for small
-CPU budgets (documented per method below): Adam for the student instead of SGD 0.1, and a student
-step on the generator step's own batch (``reuse_g_batch``: the samples are already paid for).
+the run's budget (steps, or seconds for a wall-clock budget).
+
+Changes from the papers for short CPU budgets, measured on the clean MNIST teacher (student ID
+accuracy, DFQ, single seeds; see the README's results for the final figures):
+
+- Adam (lr 5e-3) for the student instead of SGD 0.1 (94.5 → 96.8 % at 30 s with the other changes);
+- ``sample_mode="memory"``: the student's first step uses the generator step's own batch (already
+  paid for) and the others draw from a replay memory of the last 8,192 synthetic samples with
+  their teacher logits (the memory bank of Fast-Datafree / CMI), instead of synthesising a fresh
+  batch per student step (94.5 → 95.7 % at 30 s: 40 % more steps, each sample reused);
+- ZSKT keeps its own schedule (10 student steps on one batch).
 """
 
 from __future__ import annotations
@@ -60,11 +68,11 @@ class MethodParams(BaseModel):
     tau: float = Field(1.0, gt=0, le=100)
     g_steps: int = Field(1, ge=0, le=100)
     s_steps: int = Field(5, ge=1, le=100)
-    sample_mode: Literal["fresh", "reuse", "memory"] = "fresh"
+    sample_mode: Literal["fresh", "reuse", "memory"] = "memory"
     reuse_g_batch: bool = True
-    memory: int = Field(4096, ge=1, le=1_000_000)
+    memory: int = Field(8192, ge=1, le=1_000_000)
     lr_g: float = Field(1e-3, gt=0, le=10)
-    lr_s: float = Field(2e-3, gt=0, le=10)
+    lr_s: float = Field(5e-3, gt=0, le=10)
     optimizer_s: Literal["adam", "sgd"] = "adam"
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     ema: float = Field(0.0, ge=0.0, lt=1.0)
@@ -191,10 +199,21 @@ class ZSKT(Method):
 @METHODS.register("dfq")
 class DFQ(Method):
     """DFQ-style synthesis as in CMI's ``DFQ`` preset (Choi et al. 2020; ``zju-vipa/CMI``):
-    adversarial KL + BN statistics + one-hot class prior + class balance (weights 1, 1, 1, 20)."""
+    adversarial KL on the samples where student and teacher agree (CMI's mask) + BN statistics +
+    one-hot class prior + class balance (CMI weights 1, 1, 1, 20).
+
+    Changes, measured (single seeds, clean MNIST teacher): BN-statistics weight 3 instead of 1
+    (96.8 → 97.2 % at 30 s) and an L1 student loss on logits instead of KL (97.2 → 97.5 %)."""
 
     name = "dfq"
-    defaults: ClassVar[dict] = {"w_bn": 1.0, "w_oh": 1.0, "w_bal": 20.0, "default_steps": 200}
+    defaults: ClassVar[dict] = {
+        "w_bn": 3.0,
+        "w_oh": 1.0,
+        "w_bal": 20.0,
+        "adv_agree_only": True,
+        "student_loss": "l1",
+        "default_steps": 200,
+    }
     summary = "adversarial + BN statistics + class prior + balance"
 
 

@@ -86,13 +86,7 @@ def start_worker(run_id: str, resume: bool = False) -> int:
         )
     _children[proc.pid] = proc
     w = RunWriter(d)
-    w.set_status(
-        state="queued",
-        pid=proc.pid,
-        pid_start=process_start_time(proc.pid),
-        error=None,
-        finished=None,
-    )
+    w.mark_spawned(proc.pid, process_start_time(proc.pid))
     w.close()
     return proc.pid
 

@@ -168,6 +168,16 @@ class RunWriter:
             self.con.execute(f"UPDATE status SET {cols} WHERE id = 1", tuple(fields.values()))
         self._last_commit = time.time()
 
+    def mark_spawned(self, pid: int, pid_start: str | None) -> None:
+        """Record a freshly spawned worker: its PID, and ``queued`` unless the worker has already
+        reported ``running`` itself (it may start faster than the spawner writes)."""
+        with self.con:
+            self.con.execute(
+                "UPDATE status SET pid = ?, pid_start = ?, error = NULL, finished = NULL, updated = ?, "
+                "state = CASE WHEN state = 'running' AND pid = ? THEN state ELSE 'queued' END WHERE id = 1",
+                (pid, pid_start, time.time(), pid),
+            )
+
     # -- metrics
     def add_metrics(
         self, step: int, wall_s: float, values: dict[str, float | None], commit: bool = False

@@ -53,15 +53,28 @@ _PALETTE = [
 ]
 
 
-def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 360) -> go.Figure:
+def downsample(wide: pd.DataFrame, max_rows: int = 400) -> pd.DataFrame:
+    """At most about ``max_rows`` evenly spaced rows (always keeping the last), so long runs stay
+    cheap to send and draw; rows holding evaluations (``id_acc``) are always kept."""
+    if len(wide) <= max_rows:
+        return wide
+    stride = -(-len(wide) // max_rows)
+    keep = (wide.index.to_series() % stride == 0).to_numpy()
+    keep[-1] = True
+    if "id_acc" in wide.columns:
+        keep |= wide["id_acc"].notna().to_numpy()
+    return wide[keep]
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 380) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 18}},
         xaxis_title=x_title,
         yaxis_title=y_title,
         height=height,
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        margin={"l": 60, "r": 20, "t": 50, "b": 40},
         font=_FONT,
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0},
         hovermode="x unified",
         template="plotly_white",
         uirevision="keep",

@@ -1,0 +1,195 @@
+"""The real app in a real browser: ``streamlit run app.py`` driven by Playwright with Debian's
+Chromium. Skipped (with the reason) when Chromium or Playwright is missing; ``make test`` installs
+Chromium when run as root. Screenshots land in ``test-artifacts/screenshots/``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        "Chromium is not installed: run `make test` as root (it installs Debian's chromium) "
+        "or `apt-get install chromium`",
+        allow_module_level=True,
+    )
+sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(trained_home):
+    """A freshly started Streamlit server on a free port (its first request is the test's)."""
+    port = _free_port()
+    env = dict(os.environ, DFKD_VIZ_HOME=str(trained_home))
+    cmd = [
+        str(Path(sys.executable).with_name("streamlit")),
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            if urllib.request.urlopen(base + "/_stcore/health", timeout=1).status == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start")
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    # stop any run the test started (workers are detached on purpose)
+    from dfkd_viz.runs import manager
+
+    for r in manager.list_runs():
+        if r["status"] in ("queued", "running"):
+            manager.stop(r["run_id"], wait_s=10)
+
+
+@pytest.fixture
+def browser(request):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        # on failure, keep what every open page showed
+        for ci, ctx in enumerate(b.contexts):
+            for pi, pg in enumerate(ctx.pages):
+                with contextlib.suppress(Exception):
+                    pg.screenshot(
+                        path=str(SHOTS / f"last-{request.node.name}-{ci}-{pi}.png"), full_page=True
+                    )
+        b.close()
+
+
+def _no_errors(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.inner_text("body")[:2000]
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0, page.inner_text(
+        "body"
+    )[:2000]
+
+
+def _step(page) -> int:
+    m = re.search(r"step (\d+)", page.inner_text('[data-testid="stMain"]'))
+    return int(m.group(1)) if m else -1
+
+
+def test_deep_link_first_request_and_the_demo_flow(server, browser):
+    page = browser.new_page(viewport={"width": 1440, "height": 2200})
+    # 1. a deep link is the first request this fresh server gets: the app's navigation must be in charge
+    page.goto(server + "/live?run=20990101-000000-dfq-none")
+    page.wait_for_selector("text=Live run", timeout=60000)
+    page.wait_for_selector('[data-testid="stSidebarNav"]', timeout=30000)
+    nav = page.inner_text('[data-testid="stSidebarNav"]')
+    for title in ("Home", "Setup", "Live", "Runs", "Decisions", "Teachers"):
+        assert title in nav
+    assert "app" not in nav.split()
+    assert "run=20990101-000000-dfq-none" in page.url
+    page.screenshot(path=str(SHOTS / "deep-link-first-request.png"), full_page=True)
+
+    # 2. Home → Start demo → the live view of the new run, curves advancing
+    page.goto(server + "/")
+    page.get_by_role("button", name="Start demo").click()
+    page.wait_for_url(re.compile(r".*/live\?run=.*"), timeout=60000)
+    run_id = page.url.split("run=")[1]
+    page.wait_for_selector(".js-plotly-plot", timeout=90000)
+    first = _step(page)
+    deadline = time.time() + 60
+    while time.time() < deadline and _step(page) <= first:
+        time.sleep(1)
+    second = _step(page)
+    assert second > first >= 0, (first, second)
+    page.wait_for_selector("img[alt='sample 0']", timeout=60000)
+    _no_errors(page)
+    page.screenshot(path=str(SHOTS / "live.png"), full_page=True)
+
+    # 3. the run is listed on Runs, and opens from there
+    page.goto(server + "/runs")
+    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=30000)
+    time.sleep(1.5)
+    grid = page.locator('[data-testid="stDataFrame"]')
+    assert run_id in (grid.inner_text() + (grid.get_attribute("aria-label") or "") + page.content())
+    _no_errors(page)
+    page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+    page.goto(server + f"/live?run={run_id}")
+    page.wait_for_selector(".js-plotly-plot", timeout=60000)
+    assert run_id in page.inner_text('[data-testid="stMain"]')
+    _no_errors(page)
+
+    # 4. every other page renders without an error
+    for path, marker in (
+        ("/setup", "Set up a distillation run"),
+        ("/teachers", "Teacher zoo"),
+        ("/decisions", "Defense decisions"),
+    ):
+        page.goto(server + path + f"?run={run_id}")
+        page.wait_for_selector(f"text={marker}", timeout=60000)
+        time.sleep(1.5)
+        _no_errors(page)
+        page.screenshot(path=str(SHOTS / f"{path.strip('/')}.png"), full_page=True)
+
+
+def test_two_tabs_follow_the_same_run(server, browser, trained_home):
+    from dfkd_viz.runs import manager
+
+    run_id = manager.launch(
+        {"teacher": "mnist-clean", "method": "dfq", "steps": 400, "threads": 1, "eval_every": 5}
+    )
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1400})
+    tabs = [ctx.new_page(), ctx.new_page()]
+    for t in tabs:
+        t.goto(server + f"/live?run={run_id}")
+    for t in tabs:
+        t.wait_for_selector(".js-plotly-plot", timeout=90000)
+    a = [_step(t) for t in tabs]
+    time.sleep(8)
+    b = [_step(t) for t in tabs]
+    assert all(y > x for x, y in zip(a, b)), (a, b)
+    tabs[0].close()  # a closed tab does not stop the run
+    time.sleep(2)
+    assert manager.run_info(run_id)["status"] == "running"
