@@ -34,6 +34,6 @@ def load_checkpoint(
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(str(path), framework="pt", device=str(device)) as f:
         meta = json.loads((f.metadata() or {}).get("meta", "{}"))
-        for k in f:
+        for k in f.keys():  # noqa: SIM118  (safe_open is not iterable)
             tensors[k] = f.get_tensor(k)
     return tensors, meta

@@ -9,11 +9,26 @@ one-sentence error (the traceback goes to the events and to ``worker.log``).
 
 from __future__ import annotations
 
+import signal
+
+# A stop may arrive while the worker is still importing torch (a second or two): catch it from the
+# very first line so the run still ends as "stopped", never as a process killed mid-import.
+_STOP = {"flag": False, "engine": None}
+
+
+def _on_signal(signum, frame) -> None:
+    _STOP["flag"] = True
+    if _STOP["engine"] is not None:
+        _STOP["engine"].request_stop("signal")
+
+
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+
 import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
 import traceback
@@ -90,16 +105,6 @@ def run_worker(run_dir: str | Path, resume: bool = False) -> int:
 
     run_dir = Path(run_dir)
     writer = RunWriter(run_dir)
-    engine = None
-    stop_requested = {"flag": False}
-
-    def on_signal(signum, frame):
-        stop_requested["flag"] = True
-        if engine is not None:
-            engine.request_stop("signal")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         cfg = RunConfig(**json.loads((run_dir / "config.json").read_text()))
         threads = set_threads(cfg.threads)
@@ -130,7 +135,8 @@ def run_worker(run_dir: str | Path, resume: bool = False) -> int:
             )
         torch.manual_seed(cfg.seed)
         engine = build_engine(cfg, device)
-        if stop_requested["flag"]:
+        _STOP["engine"] = engine
+        if _STOP["flag"]:
             engine.request_stop("signal")
         if resume:
             with RunReader(run_dir) as r:
