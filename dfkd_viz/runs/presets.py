@@ -38,7 +38,7 @@ register_preset(
         "clean-dfq",
         "Clean teacher, DFQ",
         "The reference: an ordinary MNIST teacher distilled with DFQ-style synthesis (adversarial + "
-        "BN statistics + class prior). The student should reach ~99 % of the teacher's accuracy.",
+        "BN statistics + class prior). The student reaches about 98 % of the teacher's accuracy in ~30 s.",
         {"teacher": "mnist-clean", "method": "dfq", "steps": 200},
         ("baseline",),
     )
