@@ -216,3 +216,17 @@ def profiled(name: str) -> Iterator[None]:
         if path:
             with open(path, "a") as fh:
                 fh.write(f"{name}\t{(time.perf_counter() - t0) * 1000:.2f}\n")
+
+
+def load_run(empty_message: str) -> tuple[str, dict[str, Any]]:
+    """The run picked for this page and its info; shows the empty state (or a warning for an
+    unreadable run) and stops the page when there is nothing to show."""
+    run_id = pick_run()
+    if run_id is None:
+        empty_state(empty_message)
+        st.stop()
+    try:
+        return run_id, manager.run_info(run_id)
+    except DfkdVizError as exc:
+        st.warning(f"This run cannot be shown: {exc}")
+        st.stop()

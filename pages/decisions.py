@@ -6,24 +6,15 @@ import numpy as np
 import streamlit as st
 
 from dfkd_viz import viz
-from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.runs import manager
 from dfkd_viz.runs.store import ACTIVE_STATES, RunReader
 from pages import _ui as ui
 
 ui.page_setup()
 st.title("Defense decisions")
-run_id = ui.pick_run()
-if run_id is None:
-    ui.empty_state(
-        "No runs yet. Launch a run with a defense to see which synthetic samples it keeps and rejects."
-    )
-    st.stop()
-try:
-    info = manager.run_info(run_id)
-except DfkdVizError as exc:
-    st.warning(f"This run cannot be shown: {exc}")
-    st.stop()
+run_id, info = ui.load_run(
+    "No runs yet. Launch a run with a defense to see which synthetic samples it keeps and rejects."
+)
 ui.run_header(info)
 defense = info["config"].get("defense", "none")
 if defense == "none":

@@ -12,16 +12,7 @@ from pages import _ui as ui
 
 ui.page_setup()
 st.title("Live run")
-run_id = ui.pick_run()
-if run_id is None:
-    ui.empty_state("No runs yet. Start the demo, or set up a run — it will show here live.")
-    st.stop()
-
-try:
-    info = manager.run_info(run_id)
-except DfkdVizError as exc:
-    st.warning(f"This run cannot be shown: {exc}")
-    st.stop()
+run_id, info = ui.load_run("No runs yet. Start the demo, or set up a run — it will show here live.")
 
 active = info["status"] in ACTIVE_STATES
 card = ui.teacher_card(info["config"]["teacher"]) or {}

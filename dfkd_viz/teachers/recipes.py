@@ -150,19 +150,18 @@ def train_backdoor(spec: TeacherSpec, progress: Progress | None = None) -> Class
     return _fit(model, spec, len(ds), step_loss, progress, gen)
 
 
-def _ood_sampler(spec: TeacherSpec, gen: torch.Generator):
+def _ood_setup(spec: TeacherSpec):
+    """Seeded generator, ID and OOD training splits, endless OOD batches and a fresh model."""
+    torch.manual_seed(spec.seed)
+    gen = torch.Generator().manual_seed(spec.seed)
     ds_id = load_dataset(spec.dataset, "train")
     ds_ood = load_domain(spec.ood_domain, spec.dataset, "train")
-    ood_batches = _batches(len(ds_ood), spec.batch_size, gen)
-    return ds_id, ds_ood, ood_batches
+    return gen, ds_id, ds_ood, _batches(len(ds_ood), spec.batch_size, gen), _model_for(spec, ds_id)
 
 
 @RECIPES.register("ntl")
 def train_ntl(spec: TeacherSpec, progress: Progress | None = None) -> Classifier:
-    torch.manual_seed(spec.seed)
-    gen = torch.Generator().manual_seed(spec.seed)
-    ds_id, ds_ood, ood_batches = _ood_sampler(spec, gen)
-    model = _model_for(spec, ds_id)
+    gen, ds_id, ds_ood, ood_batches, model = _ood_setup(spec)
     b = spec.batch_size
 
     def step_loss(step, idx):
@@ -187,10 +186,7 @@ def _adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> tor
 
 @RECIPES.register("cuti")
 def train_cuti(spec: TeacherSpec, progress: Progress | None = None) -> Classifier:
-    torch.manual_seed(spec.seed)
-    gen = torch.Generator().manual_seed(spec.seed)
-    ds_id, ds_ood, ood_batches = _ood_sampler(spec, gen)
-    model = _model_for(spec, ds_id)
+    gen, ds_id, ds_ood, ood_batches, model = _ood_setup(spec)
     b = spec.batch_size
 
     def step_loss(step, idx):
