@@ -15,6 +15,12 @@ PAGES = [
     st.Page("pages/live.py", title="Live", icon=":material/monitoring:", url_path="live"),
     st.Page("pages/runs.py", title="Runs", icon=":material/list:", url_path="runs"),
     st.Page("pages/decisions.py", title="Decisions", icon=":material/rule:", url_path="decisions"),
+    st.Page(
+        "pages/embeddings.py",
+        title="Embeddings",
+        icon=":material/scatter_plot:",
+        url_path="embeddings",
+    ),
     st.Page("pages/teachers.py", title="Teachers", icon=":material/school:", url_path="teachers"),
 ]
 

@@ -21,6 +21,7 @@ PAGE_FILES = {
     "live": "pages/live.py",
     "runs": "pages/runs.py",
     "decisions": "pages/decisions.py",
+    "embeddings": "pages/embeddings.py",
     "teachers": "pages/teachers.py",
 }
 

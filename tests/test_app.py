@@ -22,6 +22,7 @@ PAGES = [
     "pages/live.py",
     "pages/runs.py",
     "pages/decisions.py",
+    "pages/embeddings.py",
     "pages/teachers.py",
 ]
 
@@ -58,6 +59,15 @@ def _make_run(home, run_id, state="finished", defense="none", steps=6, pid=None,
                 "threshold": 0.5 if defense != "none" else None,
             }
             w.add_snapshot(snap, s * 0.2, "score")
+            w.set_embedding(s, rng.normal(size=(n, 2)))
+            w.add_metrics(s, s * 0.2, {"ood_likeness": 0.1 * s}, commit=True)
+    n_ref = 30
+    w.set_reference(
+        np.array(["id"] * 20 + ["ood"] * 10),
+        rng.integers(0, 10, n_ref),
+        rng.integers(0, 256, (n_ref, 1, 28, 28)).astype(np.uint8),
+        rng.normal(size=(n_ref, 2)),
+    )
     w.flush()
     w.set_status(
         state=state,
@@ -172,3 +182,12 @@ def test_unknown_run_in_url_is_a_warning_not_a_crash(home):
     at = _run_page("pages/live.py", "20990101-000000-dfq-zzzz")
     assert not at.exception
     assert at.warning or at.info
+
+
+def test_embeddings_page_draws_the_map_and_the_ood_likeness(home):
+    rid = _make_run(home, "20260101-000000-dfq-9999", defense="test-defense")
+    at = _run_page("pages/embeddings.py", rid)
+    _assert_clean(at)
+    assert len(at.get("plotly_chart")) == 2  # the map and the OOD-likeness curve
+    at.radio(key="emb_color").set_value("score").run()
+    _assert_clean(at)

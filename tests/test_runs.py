@@ -141,3 +141,17 @@ def test_format_validation_error_is_one_sentence():
         msg = format_validation_error(exc)
     assert msg == "batch_size must be ≥ 2 (got 1)"
     assert json.loads(RunConfig(teacher="t", method="m").to_json())["defense"] == "none"
+
+
+def test_worker_maps_snapshots_into_the_embedding(trained_home):
+    cfg = {**TINY, "embedding": True, "snapshot_every": 1}
+    run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 3, **cfg})
+    st = manager.wait(run_id, timeout_s=300)
+    assert st["state"] == "finished", st
+    with RunReader(manager.run_dir(run_id)) as r:
+        ref = r.reference()
+        assert len(ref) == 2000 + 1000 and set(ref["source"]) == {"id", "ood"}
+        assert r.embedded_steps() == [1, 2, 3]
+        assert r.samples(3)["emb_x"].notna().all()
+        like = r.metrics(["ood_likeness"])
+        assert len(like) == 3 and like["value"].between(0, 1).all()

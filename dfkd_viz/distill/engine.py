@@ -74,6 +74,23 @@ class EvalSuite:
 
 
 @dataclass
+class SyntheticBatch:
+    """Synthetic samples on their way to the student.
+
+    Attributes:
+        x: ``(B, C, H, W)`` pixel units (no graph).
+        t_logits: ``(B, K)`` teacher logits.
+        t_blocks: the teacher's block activations (attention transfer) or None.
+        sel: the defense's selection for these samples, or None (keep all).
+    """
+
+    x: torch.Tensor
+    t_logits: torch.Tensor
+    t_blocks: list[torch.Tensor] | None = None
+    sel: Selection | None = None
+
+
+@dataclass
 class Budget:
     """``steps`` (outer iterations) or ``seconds`` (wall clock), exactly one set."""
 
@@ -187,7 +204,9 @@ class Engine:
         self._callbacks: dict[str, list[Callable[[Engine, dict], None]]] = defaultdict(list)
         self._stop = False
         self._t0 = 0.0
-        self._memory: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._memory: dict[str, torch.Tensor] | None = None
+        self._mem_has_sel = False
+        self._decided = [0, 0]  # new synthetic samples kept / scored during the current step
         self._mem_n = 0
         self._mem_ptr = 0
         self._last_batch: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -283,51 +302,90 @@ class Engine:
             return x, f.logits, f.blocks
         return x, self.teacher(x), None
 
-    def _remember(self, x: torch.Tensor, t: torch.Tensor) -> None:
+    def _remember(self, batch: SyntheticBatch) -> None:
+        """Write a batch (with its defense selection, if any) into the replay memory ring."""
         cap = self.p.memory
-        if cap <= 0:
-            return
+        x, t, sel = batch.x, batch.t_logits, batch.sel
         if self._memory is None:
-            self._memory = (x.new_empty((cap, *x.shape[1:])), t.new_empty((cap, t.shape[1])))
+            self._memory = {
+                "x": x.new_empty((cap, *x.shape[1:])),
+                "t": t.new_empty((cap, t.shape[1])),
+                "score": x.new_zeros(cap),
+                "keep": torch.ones(cap, dtype=torch.bool, device=x.device),
+            }
         n = x.shape[0]
         idx = (torch.arange(n, device=x.device) + self._mem_ptr) % cap
-        self._memory[0][idx] = x
-        self._memory[1][idx] = t
+        self._memory["x"][idx] = x
+        self._memory["t"][idx] = t
+        if sel is not None:
+            self._memory["score"][idx] = sel.score.to(x.dtype)
+            self._memory["keep"][idx] = sel.keep
+        self._mem_has_sel = self._mem_has_sel or sel is not None
         self._mem_ptr = (self._mem_ptr + n) % cap
         self._mem_n = min(cap, self._mem_n + n)
 
-    def _student_batch(self, k: int, prev):
+    def _new_batch(self, x: torch.Tensor, t: torch.Tensor, blocks) -> SyntheticBatch:
+        """A batch of new synthetic samples, scored once by the defense (the selection then
+        travels with the samples, also through the replay memory: a costly probe such as
+        ATEsc's attack is paid once per sample, not once per student step)."""
+        sel = self.defense.select(x, t, self.ctx)
+        self._decided[0] += int(sel.keep.sum()) if sel is not None else x.shape[0]
+        self._decided[1] += x.shape[0]
+        return SyntheticBatch(x, t, blocks, sel)
+
+    def _draw_selected(self) -> SyntheticBatch:
+        """A memory draw when the defense selects: a *full* batch of kept samples for
+        distillation (as TA-DFKD keeps drawing until a batch of kept samples is complete) plus a
+        quarter batch of rejected ones for the defense's own term (e.g. ATEsc's forgetting), so a
+        defense that rejects half the samples does not halve the student's batch."""
+        m, n, b = self._memory, self._mem_n, self.s.batch_size
+        keep = m["keep"][:n]
+        parts, flags = [], []
+        for pool, size, flag in (
+            (torch.nonzero(keep).flatten(), b, True),
+            (torch.nonzero(~keep).flatten(), b // 4, False),
+        ):
+            if len(pool) and size:
+                pick = torch.randint(0, len(pool), (size,), generator=self.rng).to(pool.device)
+                parts.append(pool[pick])
+                flags.append(torch.full((size,), flag, dtype=torch.bool, device=pool.device))
+        j = torch.cat(parts)
+        return SyntheticBatch(
+            m["x"][j], m["t"][j], None, Selection(m["score"][j], torch.cat(flags))
+        )
+
+    def _student_batch(self, k: int, prev: SyntheticBatch | None) -> SyntheticBatch:
         """The k-th student batch of a step: the generator step's own batch first (when
         ``reuse_g_batch``), then per ``sample_mode``: ``fresh`` synthesises a new batch, ``reuse``
         repeats the previous one (ZSKT), ``memory`` draws from the replay memory of recent
-        synthetic samples and their (fixed) teacher logits."""
+        synthetic samples with their (fixed) teacher logits and defense decisions."""
         p = self.p
         if k == 0 and p.reuse_g_batch and self._last_batch is not None:
-            batch = self._last_batch
+            batch = self._new_batch(*self._last_batch)
             if p.sample_mode == "memory":
-                self._remember(batch[0], batch[1])
+                self._remember(batch)
             return batch
         if p.sample_mode == "reuse" and prev is not None:
             return prev
         if p.sample_mode == "memory":
             if self._mem_n < self.s.batch_size:
-                x, t, _ = self._synthesize(self.s.batch_size)
-                self._remember(x, t)
-            j = torch.randint(0, self._mem_n, (self.s.batch_size,), generator=self.rng).to(
-                self.device
-            )
-            return self._memory[0][j], self._memory[1][j], None
-        return self._synthesize(self.s.batch_size)
+                self._remember(self._new_batch(*self._synthesize(self.s.batch_size)))
+            m = self._memory
+            if self._mem_has_sel:
+                return self._draw_selected()
+            j = torch.randint(0, self._mem_n, (self.s.batch_size,), generator=self.rng)
+            j = j.to(self.device)
+            return SyntheticBatch(m["x"][j], m["t"][j], None, None)
+        return self._new_batch(*self._synthesize(self.s.batch_size))
 
     def _student_phase(self) -> tuple[dict[str, float], float, float]:
         sums: dict[str, float] = defaultdict(float)
-        agree, kept_total, seen = 0.0, 0, 0
+        agree = 0.0
         self.student.train()
         batch = None
         for k in range(self.p.s_steps):
             batch = self._student_batch(k, batch)
-            x, t_logits, t_blocks = batch
-            sel = self.defense.select(x, t_logits, self.ctx)
+            x, t_logits, t_blocks, sel = batch.x, batch.t_logits, batch.t_blocks, batch.sel
             need_blocks = self.method.needs_teacher_blocks and t_blocks is not None
             s = (
                 self.student.forward_features(x)
@@ -339,14 +397,11 @@ class Engine:
                 s_kept = Features(s.logits[keep], [b[keep] for b in s.blocks], s.penultimate)
                 tb = [b[keep] for b in t_blocks] if need_blocks else None
                 terms = self.method.student_terms(self.ctx, x[keep], t_logits[keep], s_kept, tb)
-                kept_total += int(keep.sum())
             else:
                 terms = self.method.student_terms(
                     self.ctx, x, t_logits, s, t_blocks if need_blocks else None
                 )
-                kept_total += x.shape[0]
             terms.update(self.defense.student_loss_extra(self.ctx, x, t_logits, s.logits, sel))
-            seen += x.shape[0]
             if terms:
                 loss = torch.stack(list(terms.values())).sum()
                 self.opt_s.zero_grad(set_to_none=True)
@@ -359,7 +414,9 @@ class Engine:
                     sums[name] += float(v.detach())
             agree = soft_accuracy(s.logits.detach(), t_logits)
         n = self.p.s_steps
-        return {k: v / n for k, v in sums.items()}, agree, kept_total / max(seen, 1)
+        kept, scored = self._decided
+        self._decided = [0, 0]
+        return {k: v / n for k, v in sums.items()}, agree, (kept / scored if scored else 1.0)
 
     # ---------------------------------------------------------------- observation
     @property
@@ -371,17 +428,18 @@ class Engine:
         """Student metrics on the real test data (fractions in [0, 1])."""
         return self.evals.evaluate(self.eval_student)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: a defense may need gradients inside select()
     def snapshot(self) -> dict[str, Any]:
         """A snapshot of ``snapshot_size`` fresh synthetic samples and their per-sample records.
 
         Returns ``{"step", "images": (n, C, H, W) uint8, "teacher_label", "confidence",
-        "student_label", "score", "keep", "threshold"}`` (arrays of length n; score/keep None
-        without a defense that selects)."""
+        "student_label", "score", "keep", "threshold", "features": (n, D) teacher penultimate}``
+        (arrays of length n; score/keep None without a defense that selects)."""
         n = self.s.snapshot_size
         self.generator.train()
         x = self.generator(self._z(n))
-        t = self.teacher(x)
+        tf = self.teacher.forward_features(x)
+        t = tf.logits
         s = self.eval_student.eval()(x)
         self.student.train()
         sel: Selection | None = self.defense.select(x, t, self.ctx)
@@ -395,6 +453,7 @@ class Engine:
             "score": None if sel is None else sel.score.float().cpu().numpy(),
             "keep": None if sel is None else sel.keep.cpu().numpy().astype(bool),
             "threshold": None if sel is None else sel.threshold,
+            "features": tf.penultimate.float().cpu().numpy(),
         }
 
     # ---------------------------------------------------------------- checkpoints

@@ -51,6 +51,9 @@ class RunConfig(BaseModel):
     )
     trigger: str | None = Field(None, description="trigger for ASR (default: the teacher's)")
     target: int | None = Field(None, ge=0, le=999)
+    embedding: bool = Field(
+        True, description="fit a UMAP map of real ID/OOD data and place synthetic samples in it"
+    )
     preset: str | None = None
 
     @model_validator(mode="after")

@@ -21,6 +21,8 @@ Schema of ``run.db`` (version 1)::
             emb_x, emb_y)  PRIMARY KEY (step, idx)   -- score/keep NULL without a selecting defense
     events(id AUTOINCREMENT, t, level, message)      -- level ∈ info | warning | error
     checkpoints(step PRIMARY KEY, path, wall_s, t)
+    reference(idx PRIMARY KEY, source, label, image PNG BLOB, emb_x, emb_y)
+        -- the real ID / OOD points of the run's embedding map (source ∈ id | ood)
 
 The worker is the only writer (:class:`RunWriter`) and commits in small transactions (metrics
 are buffered and committed at least every ``commit_every_s`` seconds and at every evaluation and
@@ -66,6 +68,9 @@ CREATE TABLE IF NOT EXISTS samples(
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL, level TEXT, message TEXT);
 CREATE TABLE IF NOT EXISTS checkpoints(step INTEGER PRIMARY KEY, path TEXT, wall_s REAL, t REAL);
+CREATE TABLE IF NOT EXISTS reference(
+    idx INTEGER PRIMARY KEY, source TEXT NOT NULL, label INTEGER, image BLOB NOT NULL,
+    emb_x REAL, emb_y REAL);
 """
 
 
@@ -252,6 +257,31 @@ class RunWriter:
                 (step, path, wall_s, time.time()),
             )
 
+    def set_reference(self, source, labels, images, coords) -> None:
+        """Store the embedding map's real reference points (replacing any earlier ones)."""
+        rows = [
+            (
+                i,
+                str(source[i]),
+                int(labels[i]),
+                png_bytes(images[i]),
+                float(coords[i, 0]),
+                float(coords[i, 1]),
+            )
+            for i in range(len(source))
+        ]
+        with self.con:
+            self.con.execute("DELETE FROM reference")
+            self.con.executemany("INSERT INTO reference VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def set_embedding(self, step: int, coords) -> None:
+        """Store map coordinates ``(n, 2)`` for the samples of the snapshot at ``step``."""
+        with self.con:
+            self.con.executemany(
+                "UPDATE samples SET emb_x = ?, emb_y = ? WHERE step = ? AND idx = ?",
+                [(float(c[0]), float(c[1]), step, i) for i, c in enumerate(coords)],
+            )
+
     def remove_checkpoint(self, step: int) -> None:
         with self.con:
             self.con.execute("DELETE FROM checkpoints WHERE step = ?", (step,))
@@ -381,6 +411,31 @@ class RunReader:
         ]
         rows = self._q(f"SELECT {', '.join(cols)} FROM samples WHERE step = ? ORDER BY idx", [step])
         return pd.DataFrame(rows, columns=cols)
+
+    def reference(self, with_images: bool = False) -> pd.DataFrame:
+        """The embedding map's real reference points (``idx, source, label, emb_x, emb_y``
+        [, ``image`` PNG bytes]); empty until the worker has fitted the map."""
+        cols = ["idx", "source", "label", "emb_x", "emb_y"] + (["image"] if with_images else [])
+        rows = self._q(f"SELECT {', '.join(cols)} FROM reference ORDER BY idx")
+        return pd.DataFrame(rows, columns=cols)
+
+    def reference_images(self, idx: list[int]) -> dict[int, bytes]:
+        """PNG bytes of chosen reference points."""
+        if not idx:
+            return {}
+        rows = self._q(
+            f"SELECT idx, image FROM reference WHERE idx IN ({', '.join('?' * len(idx))})", idx
+        )
+        return {int(i): img for i, img in rows}
+
+    def embedded_steps(self) -> list[int]:
+        """Snapshot steps whose samples have map coordinates."""
+        return [
+            r[0]
+            for r in self._q(
+                "SELECT DISTINCT step FROM samples WHERE emb_x IS NOT NULL ORDER BY step"
+            )
+        ]
 
     def decision_counts(self) -> pd.DataFrame:
         """Kept / rejected counts per snapshot step (for runs with a selecting defense)."""

@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -91,6 +92,78 @@ class StoreRecorder:
             self.w.remove_checkpoint(c["step"])
 
 
+class EmbeddingRecorder:
+    """Engine callbacks that fit the run's UMAP map of real ID / OOD data in a background thread
+    (at low CPU priority, so distillation keeps its pace), place every snapshot's synthetic samples
+    into it, and record the OOD-likeness of each snapshot (:mod:`dfkd_viz.analysis.embedding`).
+
+    All store writes happen on the engine's thread; the fitting thread only computes."""
+
+    def __init__(self, writer: RunWriter, engine, seed: int = 0) -> None:
+        from dfkd_viz.analysis.embedding import EmbeddingMap, reference_set
+
+        self.w = writer
+        ev = engine.evals
+        self.ref = reference_set(engine.teacher, ev.id_test, ev.ood_test, seed=seed)
+        self.map = EmbeddingMap(self.ref, seed=seed)
+        self.pending: dict[int, object] = {}
+        self.written = False
+        self.error: str | None = None
+        self.t0 = time.perf_counter()
+        self.thread = threading.Thread(target=self._fit, name="umap-fit", daemon=True)
+        self.thread.start()
+
+    def _fit(self) -> None:
+        with contextlib.suppress(Exception):  # per-thread nice value (Linux); elsewhere a no-op
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        try:
+            self.map.fit()
+        except Exception as exc:  # the map is an observation: it never fails the run
+            self.error = _one_line(exc)
+
+    def attach(self, engine) -> None:
+        engine.add_callback("on_samples", self.on_samples)
+        engine.add_callback("on_step", self.on_step)
+        engine.add_callback("on_end", self.on_end)
+
+    def _flush_map(self) -> None:
+        if self.written or self.thread.is_alive():
+            return
+        self.written = True
+        if self.error or self.map.coords is None:
+            self.w.add_event(f"embedding map failed: {self.error}", "warning")
+            return
+        self.w.set_reference(self.ref.source, self.ref.labels, self.ref.images, self.map.coords)
+        for step, feats in self.pending.items():
+            self.w.set_embedding(step, self.map.place(feats))
+        self.pending.clear()
+        self.w.add_event(
+            f"embedding map of {len(self.ref.source)} real points ready after {time.perf_counter() - self.t0:.1f} s"
+        )
+
+    def on_samples(self, engine, snap: dict) -> None:
+        feats = snap.get("features")
+        if feats is None:
+            return
+        like = self.map.ood_likeness(feats)
+        self.w.add_metrics(
+            snap["step"], engine.wall_s, {"ood_likeness": float((like > 0.5).mean())}, commit=True
+        )
+        if self.written and self.map.coords is not None:
+            self.w.set_embedding(snap["step"], self.map.place(feats))
+        else:
+            self.pending[snap["step"]] = feats
+            self._flush_map()
+
+    def on_step(self, engine, p: dict) -> None:
+        if not self.written and not self.thread.is_alive():
+            self._flush_map()
+
+    def on_end(self, engine, p: dict) -> None:
+        self.thread.join(timeout=180)
+        self._flush_map()
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -150,6 +223,8 @@ def run_worker(run_dir: str | Path, resume: bool = False) -> int:
                 writer.add_event("no checkpoint to resume from: starting at step 0", "warning")
         recorder = StoreRecorder(writer, run_dir, getattr(engine.defense, "score_name", None))
         recorder.attach(engine)
+        if cfg.embedding:
+            EmbeddingRecorder(writer, engine, cfg.seed).attach(engine)
         writer.set_status(phase=engine.ctx.phase, total_steps=cfg.steps, budget_s=cfg.seconds)
         final = engine.run()
         writer.flush()

@@ -8,8 +8,10 @@ from dfkd_viz.viz.figures import (
     compare_curves,
     decision_counts,
     downsample,
+    embedding_map,
     label_histogram,
     loss_curves,
+    ood_likeness_curves,
     score_histogram,
 )
 from dfkd_viz.viz.gallery import data_uri, sample_grid_html, to_uint8
@@ -23,8 +25,10 @@ __all__ = [
     "data_uri",
     "decision_counts",
     "downsample",
+    "embedding_map",
     "label_histogram",
     "loss_curves",
+    "ood_likeness_curves",
     "sample_grid_html",
     "score_histogram",
     "to_uint8",
