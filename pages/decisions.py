@@ -44,21 +44,39 @@ def decisions() -> None:
         )
         snap = r.snapshot_info(step) or {}
         df = r.samples(step)
-        counts = r.decision_counts()
+        # a defense that flags samples without rejecting them (ABD's suspicious samples) is
+        # shown by its flags; one that selects, by its keep/reject decisions
+        by = (
+            "flag"
+            if df["flag"].notna().any() and df["keep"].fillna(1).astype(bool).all()
+            else "keep"
+        )
+        counts = r.decision_counts(by)
     if df["keep"].isna().all():
         st.info(f"The defense {defense!r} recorded no decisions at step {step}.")
         return
-    keep = df["keep"].astype(bool).to_numpy()
+    if by == "flag":
+        good = ~df["flag"].astype(bool).to_numpy()
+        names = ("not flagged", "flagged")
+        st.caption(
+            f"**{defense}** flags synthetic samples without rejecting them: every sample is "
+            "distilled, the flagged ones are what the defense acts on."
+        )
+    else:
+        good = df["keep"].astype(bool).to_numpy()
+        names = ("kept", "rejected")
     scores = df["score"].astype(float).to_numpy()
     name = snap.get("score_name") or "score"
     c1, c2, c3 = st.columns(3)
-    c1.metric("kept", int(keep.sum()))
-    c2.metric("rejected", int((~keep).sum()))
+    c1.metric(names[0], int(good.sum()))
+    c2.metric(names[1], int((~good).sum()))
     c3.metric("threshold", "—" if snap.get("threshold") is None else f"{snap['threshold']:.3g}")
     left, right = st.columns(2)
-    left.plotly_chart(viz.score_histogram(scores, keep, snap.get("threshold"), name), key="hist")
+    left.plotly_chart(
+        viz.score_histogram(scores, good, snap.get("threshold"), name, names), key="hist"
+    )
     right.plotly_chart(viz.decision_counts(counts), key="counts")
-    for title, mask in (("Kept", keep), ("Rejected", ~keep)):
+    for title, mask in ((names[0].capitalize(), good), (names[1].capitalize(), ~good)):
         st.markdown(f"**{title}** ({int(mask.sum())})")
         sub = df[mask]
         if sub.empty:
@@ -68,9 +86,7 @@ def decisions() -> None:
         sub = sub.iloc[order]
         caps = [f"T: {t} ({c:.0%})" for t, c in zip(sub["teacher_label"], sub["confidence"])]
         subs = [f"{name} {s:.3f}" for s in sub["score"]]
-        st.html(
-            viz.sample_grid_html(list(sub["image"]), caps, subs, list(sub["keep"].astype(bool)))
-        )
+        st.html(viz.sample_grid_html(list(sub["image"]), caps, subs, list(good[mask][order])))
 
 
 decisions()

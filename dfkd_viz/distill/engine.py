@@ -49,12 +49,16 @@ class EvalSuite:
         id_test: the teacher's ID test split.
         ood_test: the OOD domain's test split, or None.
         trigger, target: the backdoor trigger and target class for ASR, or None.
+        dataset, ood_domain: the names behind ``id_test`` and ``ood_test`` (for analyses that
+            need the *training* splits, e.g. the ``domain-oracle`` defense), or None.
     """
 
     id_test: ImageDataset
     ood_test: ImageDataset | None = None
     trigger: Trigger | None = None
     target: int = 0
+    dataset: str | None = None
+    ood_domain: str | None = None
     _asr_set: ImageDataset | None = field(default=None, repr=False)
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
@@ -116,6 +120,7 @@ class StepContext:
     phase: str = "distill"
     bn_hook: BNStatsHook | None = None
     rng: torch.Generator | None = None
+    evals: EvalSuite | None = None
 
 
 @dataclass
@@ -195,9 +200,11 @@ class Engine:
             )
         self.rng = torch.Generator(device="cpu").manual_seed(self.s.seed)
         self.ctx = StepContext(
-            teacher, student, generator, self.device, teacher.num_classes, rng=self.rng
+            teacher, student, generator, self.device, teacher.num_classes, rng=self.rng, evals=evals
         )
         self.ctx.bn_hook = BNStatsHook(teacher) if method.needs_bn_hook else None
+        # before any checkpoint is loaded into it (resume), so the defense's state has a home
+        self.defense.setup(self.ctx)
         self.step = 0
         self.wall_offset = 0.0
         self.last_metrics: dict[str, Any] = {}
@@ -433,8 +440,9 @@ class Engine:
         """A snapshot of ``snapshot_size`` fresh synthetic samples and their per-sample records.
 
         Returns ``{"step", "images": (n, C, H, W) uint8, "teacher_label", "confidence",
-        "student_label", "score", "keep", "threshold", "features": (n, D) teacher penultimate}``
-        (arrays of length n; score/keep None without a defense that selects)."""
+        "student_label", "score", "keep", "flag", "threshold", "features": (n, D) teacher
+        penultimate, "artifacts": the defense's named arrays}`` (arrays of length n; score/keep
+        None without a defense that selects, flag None unless the defense flags samples)."""
         n = self.s.snapshot_size
         self.generator.train()
         x = self.generator(self._z(n))
@@ -452,8 +460,12 @@ class Engine:
             "student_label": s.argmax(1).cpu().numpy(),
             "score": None if sel is None else sel.score.float().cpu().numpy(),
             "keep": None if sel is None else sel.keep.cpu().numpy().astype(bool),
+            "flag": None
+            if sel is None or sel.flag is None
+            else sel.flag.cpu().numpy().astype(bool),
             "threshold": None if sel is None else sel.threshold,
             "features": tf.penultimate.float().cpu().numpy(),
+            "artifacts": self.defense.artifacts(),
         }
 
     # ---------------------------------------------------------------- checkpoints
@@ -513,7 +525,6 @@ class Engine:
         Returns the final metrics (``id_acc``, ``ood_acc``, ``asr``, ``step``, ``wall_s``,
         ``status`` ``"finished"`` or ``"stopped"``)."""
         torch.manual_seed(self.s.seed + self.step)
-        self.defense.setup(self.ctx)
         self._t0 = time.perf_counter()
         self.fire("on_start", {"step": self.step})
         phase = self.ctx.phase
@@ -532,7 +543,8 @@ class Engine:
             window_steps += 1
             now = time.perf_counter()
             its = window_steps / max(now - window_t, 1e-9)
-            record = {**g_terms, **s_terms, "agreement": agree, "kept_frac": kept}
+            record = {**g_terms, **s_terms, **self.defense.metrics()}
+            record.update(agreement=agree, kept_frac=kept)
             self.fire(
                 "on_step", {"step": self.step, "wall_s": self.wall_s, "terms": record, "it_s": its}
             )

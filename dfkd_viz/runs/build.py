@@ -49,7 +49,7 @@ def eval_suite(cfg: RunConfig, card: dict) -> EvalSuite:
     trig_name = cfg.trigger or card.get("trigger")
     trigger = make_trigger(trig_name, id_test.shape) if trig_name else None
     target = cfg.target if cfg.target is not None else (card.get("target") or 0)
-    return EvalSuite(id_test, ood, trigger, target)
+    return EvalSuite(id_test, ood, trigger, target, dataset=dataset, ood_domain=domain)
 
 
 def build_engine(cfg: RunConfig, device: torch.device | str = "cpu") -> Engine:

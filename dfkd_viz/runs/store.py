@@ -6,7 +6,8 @@
     checkpoints/         step-XXXXXXX.safetensors (generator, student, optimisers, RNG; meta JSON
                          in the safetensors header), the last two kept
 
-Schema of ``run.db`` (version 1)::
+Schema of ``run.db`` (version 2; a version-1 database gains the ``flag`` column and the
+``artifacts`` table when a writer opens it, and readers treat a missing ``flag`` as NULL)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)                   -- schema_version, run_id
     status(id = 1, state, pid, pid_start, step, total_steps, budget_s, wall_s, progress,
@@ -18,7 +19,12 @@ Schema of ``run.db`` (version 1)::
         (iterations/s), lr, and the weighted loss terms g_* / s_* (g_total, s_total)
     snapshots(step PRIMARY KEY, wall_s, n, threshold, score_name)
     samples(step, idx, image PNG BLOB, teacher_label, confidence, student_label, score, keep,
-            emb_x, emb_y)  PRIMARY KEY (step, idx)   -- score/keep NULL without a selecting defense
+            emb_x, emb_y, flag)  PRIMARY KEY (step, idx)
+        -- score/keep NULL without a selecting defense; flag NULL unless the defense flags
+           samples (ABD: suspicious)
+    artifacts(step, name, data BLOB)  PRIMARY KEY (step, name)
+        -- a defense's named arrays at a snapshot step (``.npy`` bytes, float32), e.g. ABD's
+           synthesised trigger ``sr_trigger`` (C, H, W)
     events(id AUTOINCREMENT, t, level, message)      -- level ∈ info | warning | error
     checkpoints(step PRIMARY KEY, path, wall_s, t)
     reference(idx PRIMARY KEY, source, label, image PNG BLOB, emb_x, emb_y)
@@ -44,7 +50,7 @@ import pandas as pd
 
 from dfkd_viz.errors import DfkdVizError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATES = ("queued", "running", "finished", "stopped", "failed")
 ACTIVE_STATES = ("queued", "running")
 
@@ -64,7 +70,10 @@ CREATE TABLE IF NOT EXISTS snapshots(
 CREATE TABLE IF NOT EXISTS samples(
     step INTEGER NOT NULL, idx INTEGER NOT NULL, image BLOB NOT NULL,
     teacher_label INTEGER, confidence REAL, student_label INTEGER, score REAL, keep INTEGER,
-    emb_x REAL, emb_y REAL, PRIMARY KEY(step, idx)) WITHOUT ROWID;
+    emb_x REAL, emb_y REAL, flag INTEGER, PRIMARY KEY(step, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS artifacts(
+    step INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY(step, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL, level TEXT, message TEXT);
 CREATE TABLE IF NOT EXISTS checkpoints(step INTEGER PRIMARY KEY, path TEXT, wall_s REAL, t REAL);
@@ -80,6 +89,22 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     if readonly:
         con.execute("PRAGMA query_only = 1")
     return con
+
+
+def _columns(con: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in con.execute(f"PRAGMA table_info({table})").fetchall()}
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    """``.npy`` bytes of an array (no pickle: plain numeric dtypes only)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def npy_to_array(data: bytes) -> np.ndarray:
+    """The array of :func:`npy_bytes` output (``allow_pickle=False``: never unpickles)."""
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -119,10 +144,13 @@ class RunWriter:
         self.con.execute("PRAGMA journal_mode = WAL")
         self.con.execute("PRAGMA synchronous = NORMAL")
         self.con.executescript(_SCHEMA)
-        self.con.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        if "flag" not in _columns(self.con, "samples"):  # a version-1 run: migrate in place
+            self.con.execute("ALTER TABLE samples ADD COLUMN flag INTEGER")
+        with self.con:
+            self.con.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
         self.commit_every_s = commit_every_s
         self._buffer: list[tuple] = []
         self._last_commit = time.time()
@@ -213,7 +241,7 @@ class RunWriter:
     ) -> None:
         """Store a snapshot from :meth:`dfkd_viz.distill.Engine.snapshot` (images as PNG)."""
         n = len(snap["images"])
-        score, keep = snap.get("score"), snap.get("keep")
+        score, keep, flag = snap.get("score"), snap.get("keep"), snap.get("flag")
         emb = snap.get("embedding")
         rows = []
         for i in range(n):
@@ -231,6 +259,7 @@ class RunWriter:
                     None if keep is None else int(bool(keep[i])),
                     None if emb is None else float(emb[i, 0]),
                     None if emb is None else float(emb[i, 1]),
+                    None if flag is None else int(bool(flag[i])),
                 )
             )
         self.flush(commit=False)
@@ -240,7 +269,19 @@ class RunWriter:
                 (int(snap["step"]), wall_s, n, snap.get("threshold"), score_name),
             )
             self.con.execute("DELETE FROM samples WHERE step = ?", (int(snap["step"]),))
-            self.con.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.con.executemany(
+                "INSERT INTO samples(step, idx, image, teacher_label, confidence, student_label, "
+                "score, keep, emb_x, emb_y, flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self.con.execute("DELETE FROM artifacts WHERE step = ?", (int(snap["step"]),))
+            self.con.executemany(
+                "INSERT INTO artifacts(step, name, data) VALUES (?, ?, ?)",
+                [
+                    (int(snap["step"]), name, npy_bytes(np.asarray(a, dtype=np.float32)))
+                    for name, a in (snap.get("artifacts") or {}).items()
+                ],
+            )
 
     # -- events and checkpoints
     def add_event(self, message: str, level: str = "info") -> None:
@@ -293,6 +334,7 @@ class RunWriter:
             self.con.execute("DELETE FROM metrics WHERE step > ?", (step,))
             self.con.execute("DELETE FROM samples WHERE step > ?", (step,))
             self.con.execute("DELETE FROM snapshots WHERE step > ?", (step,))
+            self.con.execute("DELETE FROM artifacts WHERE step > ?", (step,))
 
 
 class RunReader:
@@ -316,6 +358,8 @@ class RunReader:
         try:
             self.con = _connect(db, readonly=True)
             self.con.execute("SELECT 1 FROM status").fetchall()
+            self._has_flag = "flag" in _columns(self.con, "samples")
+            self._has_artifacts = bool(_columns(self.con, "artifacts"))
         except sqlite3.DatabaseError as exc:
             raise DfkdVizError(f"run {self.run_id!r} has a corrupt database ({exc})") from None
 
@@ -408,9 +452,28 @@ class RunReader:
             "keep",
             "emb_x",
             "emb_y",
+            "flag",
         ]
-        rows = self._q(f"SELECT {', '.join(cols)} FROM samples WHERE step = ? ORDER BY idx", [step])
+        sel = ", ".join(c if c != "flag" or self._has_flag else "NULL" for c in cols)
+        rows = self._q(f"SELECT {sel} FROM samples WHERE step = ? ORDER BY idx", [step])
         return pd.DataFrame(rows, columns=cols)
+
+    def artifact_steps(self, name: str) -> list[int]:
+        """Snapshot steps at which the artifact ``name`` was recorded."""
+        if not self._has_artifacts:
+            return []
+        return [
+            r[0] for r in self._q("SELECT step FROM artifacts WHERE name = ? ORDER BY step", [name])
+        ]
+
+    def artifact(self, name: str, step: int | None = None) -> np.ndarray | None:
+        """The artifact ``name`` at ``step`` (default: the latest), or None."""
+        steps = self.artifact_steps(name)
+        if not steps:
+            return None
+        step = steps[-1] if step is None else step
+        rows = self._q("SELECT data FROM artifacts WHERE name = ? AND step = ?", [name, step])
+        return npy_to_array(rows[0][0]) if rows else None
 
     def reference(self, with_images: bool = False) -> pd.DataFrame:
         """The embedding map's real reference points (``idx, source, label, emb_x, emb_y``
@@ -437,12 +500,20 @@ class RunReader:
             )
         ]
 
-    def decision_counts(self) -> pd.DataFrame:
-        """Kept / rejected counts per snapshot step (for runs with a selecting defense)."""
+    def decision_counts(self, by: str = "keep") -> pd.DataFrame:
+        """Counts per snapshot step of a decision: ``by="keep"`` → columns ``kept, rejected``;
+        ``by="flag"`` → ``not flagged, flagged`` (empty for runs without such decisions)."""
+        if by not in ("keep", "flag"):
+            raise ValueError(f"by must be 'keep' or 'flag' (got {by!r})")
+        names = ["kept", "rejected"] if by == "keep" else ["not flagged", "flagged"]
+        if by == "flag" and not self._has_flag:
+            return pd.DataFrame(columns=["step", *names])
+        col, pos, neg = ("keep", 1, 0) if by == "keep" else ("flag", 0, 1)
         rows = self._q(
-            "SELECT step, SUM(keep = 1), SUM(keep = 0) FROM samples WHERE keep IS NOT NULL GROUP BY step ORDER BY step"
+            f"SELECT step, SUM({col} = {pos}), SUM({col} = {neg}) FROM samples "
+            f"WHERE {col} IS NOT NULL GROUP BY step ORDER BY step"
         )
-        return pd.DataFrame(rows, columns=["step", "kept", "rejected"])
+        return pd.DataFrame(rows, columns=["step", *names])
 
     def events(self, since_id: int = 0) -> pd.DataFrame:
         rows = self._q(

@@ -26,6 +26,8 @@ COLORS = {
     "kept_frac": "#7c3aed",
     "kept": "#059669",
     "rejected": "#dc2626",
+    "not flagged": "#059669",
+    "flagged": "#d97706",
 }
 LABELS = {
     "id_acc": "student ID accuracy",
@@ -233,8 +235,10 @@ def score_histogram(
     keep: Iterable[bool],
     threshold: float | None = None,
     score_name: str = "score",
+    names: tuple[str, str] = ("kept", "rejected"),
 ) -> go.Figure:
-    """Histogram of per-sample defense scores, kept vs rejected, with the decision threshold."""
+    """Histogram of per-sample defense scores split by a decision (``keep`` True → ``names[0]``,
+    False → ``names[1]``; kept vs rejected, or not flagged vs flagged), with the threshold."""
     s = np.asarray(list(scores), dtype=float)
     k = np.asarray(list(keep), dtype=bool)
     traces = [
@@ -246,7 +250,10 @@ def score_histogram(
             "opacity": 0.75,
             "nbinsx": 30,
         }
-        for name, mask, color in (("kept", k, COLORS["kept"]), ("rejected", ~k, COLORS["rejected"]))
+        for name, mask, color in (
+            (names[0], k, COLORS.get(names[0], COLORS["kept"])),
+            (names[1], ~k, COLORS.get(names[1], COLORS["rejected"])),
+        )
     ]
     shapes, notes = [], []
     if threshold is not None:
@@ -284,17 +291,18 @@ def score_histogram(
 
 
 def decision_counts(df: pd.DataFrame) -> go.Figure:
-    """Kept / rejected snapshot samples per step (stacked bars)."""
+    """Snapshot samples per step and decision (stacked bars; one trace per column besides
+    ``step``: kept / rejected, or not flagged / flagged)."""
     traces = [
         {
             "type": "bar",
             "x": df["step"].tolist(),
             "y": df[col].tolist(),
             "name": col,
-            "marker": {"color": COLORS[col]},
+            "marker": {"color": COLORS.get(col, "#64748b")},
         }
-        for col in ("kept", "rejected")
-        if col in df.columns
+        for col in df.columns
+        if col != "step"
     ]
     return _figure(
         traces,

@@ -7,6 +7,8 @@ A defense plugs into the engine's named hooks; the engine never knows which one 
 - :meth:`Defense.generator_loss_extra` / :meth:`Defense.student_loss_extra` — extra loss terms
   (named, so the run records each);
 - :meth:`Defense.on_phase` — phase changes (e.g. ABD's final Self-Retrospection phase);
+- :meth:`Defense.metrics` — scalars recorded with every step (e.g. whether a mechanism is active);
+- :meth:`Defense.artifacts` — arrays saved with every snapshot (e.g. ABD's synthesised trigger);
 - :meth:`Defense.state_dict` / :meth:`Defense.load_state_dict` — tensors saved with checkpoints.
 
 Defenses are registered by name in :data:`DEFENSES` with a pydantic ``Params`` model of their
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from dfkd_viz.registry import Registry
@@ -38,15 +42,22 @@ class Selection:
     Attributes:
         score: ``(B,)`` float, the defense's per-sample score (meaning documented per defense).
         keep: ``(B,)`` bool, True = kept for distillation.
-        threshold: the score threshold behind ``keep`` when there is one (for plots), else None.
+        threshold: the score threshold behind ``keep`` (or ``flag``) when there is one (for
+            plots), else None.
+        flag: ``(B,)`` bool or None: samples the defense flags without necessarily rejecting them
+            (ABD's *suspicious* samples, which it vaccinates but still distils from).
     """
 
-    __slots__ = ("keep", "score", "threshold")
+    __slots__ = ("flag", "keep", "score", "threshold")
 
     def __init__(
-        self, score: torch.Tensor, keep: torch.Tensor, threshold: float | None = None
+        self,
+        score: torch.Tensor,
+        keep: torch.Tensor,
+        threshold: float | None = None,
+        flag: torch.Tensor | None = None,
     ) -> None:
-        self.score, self.keep, self.threshold = score, keep, threshold
+        self.score, self.keep, self.threshold, self.flag = score, keep, threshold, flag
 
 
 class Defense:
@@ -60,7 +71,8 @@ class Defense:
         self.params = params if isinstance(params, DefenseParams) else self.Params(**(params or {}))
 
     def setup(self, ctx: StepContext) -> None:
-        """Called once before the first step (teacher, student, generator are known)."""
+        """Called once when the engine is built, before a checkpoint is loaded (teacher, student,
+        generator and the evaluation data are known)."""
 
     def select(self, x: torch.Tensor, t_logits: torch.Tensor, ctx: StepContext) -> Selection | None:
         """Score synthetic samples ``x`` ``(B, C, H, W)`` with teacher logits ``(B, K)``; None = keep all."""
@@ -86,6 +98,14 @@ class Defense:
     def on_phase(self, ctx: StepContext, phase: str) -> None:
         """Called when the run enters a phase (``"distill"``, ``"final"``)."""
 
+    def metrics(self) -> dict[str, float]:
+        """Scalars recorded with every step under their names (e.g. ``sv_active``)."""
+        return {}
+
+    def artifacts(self) -> dict[str, np.ndarray]:
+        """Named float32 arrays saved with every snapshot (e.g. ``sr_trigger`` ``(C, H, W)``)."""
+        return {}
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
 
@@ -95,6 +115,22 @@ class Defense:
     def describe(self) -> dict[str, Any]:
         """Name and parameters, for the run's config and the app."""
         return {"name": self.name, **self.params.model_dump()}
+
+
+def uniform_forgetting(
+    s_logits: torch.Tensor, mask: torch.Tensor, weight: float
+) -> dict[str, torch.Tensor]:
+    """``{"s_forget": weight · KL(U ‖ p_S)}`` on the samples where ``mask`` ``(B,)`` is True: the
+    student is taught to have no opinion on them (uniform over the K classes) instead of the
+    teacher's. ``s_logits`` ``(B, K)`` with graph. A zero term (kept in the graph) when the mask
+    is empty, so the run's record has the term at every step; ``{}`` when ``weight`` is 0."""
+    if weight == 0:
+        return {}
+    if not bool(mask.any()):
+        return {"s_forget": s_logits.sum() * 0.0}
+    log_p = F.log_softmax(s_logits[mask], 1)
+    uniform = torch.full_like(log_p, 1.0 / log_p.shape[1])
+    return {"s_forget": weight * F.kl_div(log_p, uniform, reduction="batchmean")}
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
