@@ -12,7 +12,15 @@ from dfkd_viz.distill import (
     create_defense,
     create_method,
 )
-from dfkd_viz.distill.defenses.atesc import ATEscParams, adversarial_robustness, split_fragile
+from dfkd_viz.distill.defenses.atesc import (
+    ATEscParams,
+    adversarial_robustness,
+    split_fragile,
+    split_per_class,
+)
+from dfkd_viz.distill.defenses.base import uniform_forgetting
+from dfkd_viz.distill.defenses.oracle import train_domain_classifier
+from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.models import Generator, create_model
 
 
@@ -117,3 +125,60 @@ def test_params_are_validated():
         ATEscParams(epsilon=0)
     with pytest.raises(ValueError):
         ATEscParams(split="median")
+
+
+def test_split_per_class_splits_within_each_predicted_class():
+    # class 0 is robust overall, class 1 fragile overall: a batch-wide split would reject all of
+    # class 0; within classes, each loses its own most robust half
+    score = torch.cat(
+        [torch.linspace(0.6, 0.9, 8), torch.linspace(0.0, 0.3, 8), torch.tensor([0.99])]
+    )
+    label = torch.tensor([0] * 8 + [1] * 8 + [2])
+    keep, thr = split_per_class(score, label, ATEscParams(group="class", keep_fraction=0.5))
+    assert keep[:4].all() and not keep[4:8].any() and keep[8:12].all() and not keep[12:16].any()
+    assert keep[16] and thr is None  # a class with < 4 samples is kept whole
+    batch_keep, _ = split_fragile(score, "quantile", 0.5)
+    assert int(batch_keep[:8].sum()) <= 1  # a batch-wide split rejects (almost) all of class 0
+
+
+def test_uniform_forgetting_pushes_towards_no_opinion():
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    t = uniform_forgetting(logits, torch.tensor([True, False]), 0.5)["s_forget"]
+    assert t > 0
+    t.backward()
+    assert logits.grad[0, 0] > 0 and logits.grad[1].abs().sum() == 0  # lowers the confident logit
+    flat = uniform_forgetting(torch.zeros(2, 3), torch.tensor([True, True]), 1.0)["s_forget"]
+    assert abs(float(flat)) < 1e-6
+    assert uniform_forgetting(logits, torch.tensor([False, False]), 1.0)["s_forget"] == 0
+    assert uniform_forgetting(logits, torch.tensor([True, True]), 0.0) == {}
+
+
+def test_domain_oracle_separates_real_domains_and_rejects_ood_like_samples():
+    clf = train_domain_classifier("mnist", "watermark", epochs=1)
+    x_id = load_dataset("mnist", "test").x[:200]
+    x_ood = load_domain("watermark", "mnist", "test").x[:200]
+    with torch.no_grad():
+        acc = (
+            (clf(x_id).argmax(1) == 0).float().mean() + (clf(x_ood).argmax(1) == 1).float().mean()
+        ) / 2
+    assert acc > 0.95
+    oracle = create_defense("domain-oracle", {"epochs": 1})
+    oracle.clf = clf
+    sel = oracle.select(torch.cat([x_id[:10], x_ood[:10]]), torch.zeros(20, 10), None)
+    assert sel.keep[:10].float().mean() >= 0.9 and (~sel.keep[10:]).float().mean() >= 0.9
+    assert ((sel.score >= 0) & (sel.score <= 1)).all() and sel.threshold == 0.5
+
+
+def test_domain_oracle_needs_an_ood_domain():
+    torch.manual_seed(0)
+    with pytest.raises(DfkdVizError, match="needs an OOD domain"):
+        Engine(
+            create_model("lenet5").eval(),
+            create_model("lenet5"),
+            Generator(nz=16, ngf=8),
+            create_method("dfq"),
+            create_defense("domain-oracle"),
+            EvalSuite(load_dataset("mnist", "test").subset(slice(0, 50)), dataset="mnist"),
+            Budget(steps=1),
+            EngineSettings(batch_size=16, nz=16),
+        )

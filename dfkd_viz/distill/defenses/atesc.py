@@ -48,7 +48,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from dfkd_viz.distill.defenses.base import DEFENSES, Defense, DefenseParams, Selection
+from dfkd_viz.distill.defenses.base import (
+    DEFENSES,
+    Defense,
+    DefenseParams,
+    Selection,
+    uniform_forgetting,
+)
 
 if TYPE_CHECKING:
     from dfkd_viz.distill.engine import StepContext
@@ -64,6 +70,14 @@ class ATEscParams(DefenseParams):
     keep_fraction: float = Field(0.5, gt=0.0, le=1.0)
     threshold: float = Field(
         0.5, description="robustness above which a sample is OOD-like (split=threshold)"
+    )
+    group: Literal["batch", "class"] = Field(
+        "batch",
+        description="split each new batch as a whole, or within each teacher-predicted class",
+    )
+    keep: Literal["fragile", "robust"] = Field(
+        "fragile",
+        description="which group is distilled (the paper: fragile; 'robust' is this project's ablation)",
     )
     forget: Literal["uniform", "none"] = "uniform"
     forget_weight: float = Field(0.1, ge=0.0, le=10.0)
@@ -130,6 +144,21 @@ def split_fragile(
     return score <= q, float(q)
 
 
+def split_per_class(
+    score: torch.Tensor, label: torch.Tensor, p: ATEscParams
+) -> tuple[torch.Tensor, float | None]:
+    """:func:`split_fragile` within each predicted class ``label`` ``(B,)`` (robustness differs by
+    class, and an NTL teacher sends its OOD domain to one class); classes with fewer than 4 samples
+    in the batch are kept whole. Returns the keep mask and the threshold when one rule-wide
+    threshold exists (``split="threshold"``), else None."""
+    keep = torch.ones_like(score, dtype=torch.bool)
+    for c in label.unique():
+        m = label == c
+        if int(m.sum()) >= 4:
+            keep[m] = split_fragile(score[m], p.split, p.keep_fraction, p.threshold)[0]
+    return keep, (float(p.threshold) if p.split == "threshold" else None)
+
+
 @DEFENSES.register("atesc")
 class ATEsc(Defense):
     """Split synthetic samples by the teacher's adversarial robustness: fragile → distillation,
@@ -151,16 +180,16 @@ class ATEsc(Defense):
     def select(self, x: torch.Tensor, t_logits: torch.Tensor, ctx: StepContext) -> Selection:
         p = self.params
         score, _ = adversarial_robustness(ctx.teacher, x, p.epsilon, p.steps, p.score)
-        keep, thr = split_fragile(score, p.split, p.keep_fraction, p.threshold)
+        if p.group == "class":
+            keep, thr = split_per_class(score, t_logits.argmax(1), p)
+        else:
+            keep, thr = split_fragile(score, p.split, p.keep_fraction, p.threshold)
+        if p.keep == "robust":  # ablation: distil the robust group, forget the fragile one
+            keep = ~keep
         return Selection(score, keep, thr)
 
     def student_loss_extra(self, ctx, x, t_logits, s_logits, sel):
         p = self.params
-        if sel is None or p.forget == "none" or p.forget_weight == 0:
+        if sel is None or p.forget == "none":
             return {}
-        robust = ~sel.keep
-        if not bool(robust.any()):
-            return {"s_forget": s_logits.sum() * 0.0}
-        log_p = F.log_softmax(s_logits[robust], 1)
-        uniform = torch.full_like(log_p, 1.0 / log_p.shape[1])
-        return {"s_forget": p.forget_weight * F.kl_div(log_p, uniform, reduction="batchmean")}
+        return uniform_forgetting(s_logits, ~sel.keep, p.forget_weight)
