@@ -21,14 +21,23 @@ def _ref(n_id=40, n_ood=20, d=8, seed=0):
 
 
 def test_placement_and_ood_likeness_follow_the_nearest_real_points():
-    ref = _ref()
-    m = EmbeddingMap(ref, k=5)
+    ref = _ref(n_id=60, n_ood=40)
+    m = EmbeddingMap(ref, k=5, n_neighbors=10, n_epochs=50)
     with pytest.raises(RuntimeError):
         m.place(ref.features[:2])
-    m.coords = np.concatenate([np.zeros((40, 2)), np.full((20, 2), 10.0)]).astype(np.float32)
-    near_id, near_ood = np.zeros((1, 8), np.float32), np.full((1, 8), 6.0, np.float32)
-    assert np.allclose(m.place(near_id), 0.0) and np.allclose(m.place(near_ood), 10.0)
-    assert m.ood_likeness(near_id)[0] == 0.0 and m.ood_likeness(near_ood)[0] == 1.0
+    coords = m.fit()
+    assert coords.shape == (100, 2) and coords.dtype == np.float32
+    c_id, c_ood = coords[:60].mean(0), coords[60:].mean(0)
+    rng = np.random.default_rng(1)
+    new_id = rng.normal(0, 1, (5, 8)).astype(np.float32)
+    new_ood = rng.normal(6, 1, (5, 8)).astype(np.float32)
+    p_id, p_ood = m.place(new_id), m.place(new_ood)
+    assert p_id.shape == (5, 2)
+    # transformed points land in their own cluster of the fixed map, which does not move
+    assert (np.linalg.norm(p_id - c_id, axis=1) < np.linalg.norm(p_id - c_ood, axis=1)).all()
+    assert (np.linalg.norm(p_ood - c_ood, axis=1) < np.linalg.norm(p_ood - c_id, axis=1)).all()
+    assert np.array_equal(m.coords, coords) and m.place(new_id[:0]).shape == (0, 2)
+    assert (m.ood_likeness(new_id) == 0.0).all() and (m.ood_likeness(new_ood) == 1.0).all()
 
 
 def test_reference_set_from_real_data():

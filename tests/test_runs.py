@@ -150,7 +150,7 @@ def test_worker_maps_snapshots_into_the_embedding(trained_home):
     assert st["state"] == "finished", st
     with RunReader(manager.run_dir(run_id)) as r:
         ref = r.reference()
-        assert len(ref) == 2000 + 1000 and set(ref["source"]) == {"id", "ood"}
+        assert len(ref) == 2000 + 2000 and set(ref["source"]) == {"id", "ood"}
         assert r.embedded_steps() == [1, 2, 3]
         assert r.samples(3)["emb_x"].notna().all()
         like = r.metrics(["ood_likeness"])
