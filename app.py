@@ -21,6 +21,9 @@ PAGES = [
         icon=":material/scatter_plot:",
         url_path="embeddings",
     ),
+    st.Page(
+        "pages/saliency.py", title="Saliency", icon=":material/visibility:", url_path="saliency"
+    ),
     st.Page("pages/teachers.py", title="Teachers", icon=":material/school:", url_path="teachers"),
 ]
 

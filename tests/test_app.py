@@ -23,6 +23,7 @@ PAGES = [
     "pages/runs.py",
     "pages/decisions.py",
     "pages/embeddings.py",
+    "pages/saliency.py",
     "pages/teachers.py",
 ]
 

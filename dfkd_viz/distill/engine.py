@@ -49,6 +49,8 @@ class EvalSuite:
         id_test: the teacher's ID test split.
         ood_test: the OOD domain's test split, or None.
         trigger, target: the backdoor trigger and target class for ASR, or None.
+        loc_images: how many triggered test images the trigger-localisation score
+            (:func:`dfkd_viz.analysis.saliency.trigger_localisation`) is averaged over; 0 = off.
         dataset, ood_domain: the names behind ``id_test`` and ``ood_test`` (for analyses that
             need the *training* splits, e.g. the ``domain-oracle`` defense), or None.
     """
@@ -59,14 +61,18 @@ class EvalSuite:
     target: int = 0
     dataset: str | None = None
     ood_domain: str | None = None
+    loc_images: int = 32
     _asr_set: ImageDataset | None = field(default=None, repr=False)
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
-        """``id_acc``, ``ood_acc``, ``asr`` of ``model`` as fractions (None where not applicable)."""
+        """``id_acc``, ``ood_acc``, ``asr`` of ``model`` as fractions, and ``trigger_loc`` (share
+        of the Integrated-Gradients mass inside the trigger on triggered test images, for a local
+        trigger) — None where not applicable."""
         out: dict[str, float | None] = {
             "id_acc": accuracy(model, self.id_test),
             "ood_acc": None,
             "asr": None,
+            "trigger_loc": None,
         }
         if self.ood_test is not None:
             out["ood_acc"] = accuracy(model, self.ood_test)
@@ -74,6 +80,11 @@ class EvalSuite:
             if self._asr_set is None:
                 self._asr_set = triggered_test_set(self.id_test, self.trigger, self.target)
             out["asr"] = accuracy(model, self._asr_set)
+            if self.loc_images > 0:
+                from dfkd_viz.analysis.saliency import trigger_localisation
+
+                x = self._asr_set.x[: self.loc_images].to(next(model.parameters()).device)
+                out["trigger_loc"] = trigger_localisation(model, x, self.trigger, ig_steps=8)
         return out
 
 

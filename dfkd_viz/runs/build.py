@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -17,6 +18,7 @@ from dfkd_viz.distill import (
 )
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.models import Generator, create_model
+from dfkd_viz.runs.checkpoint import load_checkpoint
 from dfkd_viz.runs.config import RunConfig
 from dfkd_viz.teachers import load_teacher
 
@@ -52,19 +54,42 @@ def eval_suite(cfg: RunConfig, card: dict) -> EvalSuite:
     return EvalSuite(id_test, ood, trigger, target, dataset=dataset, ood_domain=domain)
 
 
+def _student_for(cfg: RunConfig, teacher, card: dict) -> torch.nn.Module:
+    return create_model(
+        cfg.student,
+        num_classes=teacher.num_classes,
+        in_shape=teacher.in_shape,
+        mean=tuple(card["mean"]),
+        std=tuple(card["std"]),
+    )
+
+
+def load_run_models(
+    cfg: RunConfig, checkpoint: str | Path, device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """``(teacher, student, teacher card)`` of a run, the student as evaluated at ``checkpoint``
+    (its EMA copy when the run keeps one), both in eval mode.
+
+    Raises UnknownNameError / DfkdVizError (teacher missing), OSError or
+    safetensors' errors (unreadable checkpoint), RuntimeError (weights that do not fit)."""
+    teacher, card = load_teacher(cfg.teacher, device)
+    student = _student_for(cfg, teacher, card).to(device)
+    tensors, _ = load_checkpoint(checkpoint, device)
+    ema = "student_ema.module."  # torch's AveragedModel keeps the copy under .module
+    prefix = ema if any(k.startswith(ema) for k in tensors) else "student."
+    student.load_state_dict(
+        {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    )
+    return teacher.eval(), student.eval(), card
+
+
 def build_engine(cfg: RunConfig, device: torch.device | str = "cpu") -> Engine:
     """Teacher from the zoo (must be trained), a fresh student and generator, the method and
     defense, the evaluation suite. Seeds torch with ``cfg.seed`` before building the models."""
     device = torch.device(device)
     teacher, card = load_teacher(cfg.teacher, device)
     torch.manual_seed(cfg.seed)
-    student = create_model(
-        cfg.student,
-        num_classes=teacher.num_classes,
-        in_shape=teacher.in_shape,
-        mean=tuple(card["mean"]),
-        std=tuple(card["std"]),
-    ).to(device)
+    student = _student_for(cfg, teacher, card).to(device)
     generator = Generator(
         nz=cfg.nz,
         ngf=cfg.ngf,

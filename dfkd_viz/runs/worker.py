@@ -73,7 +73,7 @@ class StoreRecorder:
             )
 
     def on_eval(self, engine, p: dict) -> None:
-        vals = {k: p.get(k) for k in ("id_acc", "ood_acc", "asr", "it_s")}
+        vals = {k: p.get(k) for k in ("id_acc", "ood_acc", "asr", "trigger_loc", "it_s")}
         self.w.add_metrics(p["step"], p["wall_s"], vals, commit=True)
         self.w.set_status(step=p["step"], wall_s=p["wall_s"], progress=engine.progress())
 
