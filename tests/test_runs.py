@@ -51,6 +51,11 @@ def test_presets_and_overrides():
         get_preset("nope")
     for p in PRESETS.values():
         validate_config(preset_config(p.name))
+    # paired presets: same teacher, method and budget; only the defense differs
+    for base, defended in (("ntl-trap", "ntl-trap-atesc"), ("backdoor", "backdoor-abd")):
+        a, b = dict(PRESETS[base].config), dict(PRESETS[defended].config)
+        assert a.pop("defense", "none") == "none" and b.pop("defense") != "none"
+        assert a == b
 
 
 def _wait_for(pred, timeout=60.0):

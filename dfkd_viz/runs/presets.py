@@ -63,6 +63,65 @@ register_preset(
 )
 
 
+register_preset(
+    Preset(
+        "ntl-trap",
+        "NTL trap (watermark teacher), DFQ",
+        "A source-only non-transferable teacher that refuses watermarked MNIST digits. DFQ distilled "
+        "from it loses ~15 points of ID accuracy against the clean teacher with the same budget "
+        "(compare: --preset ntl-trap --teacher mnist-clean).",
+        {
+            "teacher": "mnist-ntl-watermark",
+            "method": "dfq",
+            "steps": 200,
+            "ood_domain": "watermark",
+        },
+        ("ntl",),
+    )
+)
+register_preset(
+    Preset(
+        "ntl-trap-atesc",
+        "NTL trap with ATEsc",
+        "The same teacher, method and steps with ATEsc: synthetic samples split by the teacher's "
+        "adversarial robustness (fragile → distillation, robust → forgetting). See the Decisions and "
+        "Embeddings pages, and the README for what it recovers at this scale.",
+        {
+            "teacher": "mnist-ntl-watermark",
+            "method": "dfq",
+            "defense": "atesc",
+            "steps": 200,
+            "ood_domain": "watermark",
+        },
+        ("ntl",),
+    )
+)
+
+
+register_preset(
+    Preset(
+        "backdoor",
+        "Backdoored teacher (blend trigger), DFQ",
+        "A teacher with a blend backdoor (20 % random pattern → class 0). DFQ passes the backdoor "
+        "on in full: the student learns the task and answers 0 to nearly every triggered image. "
+        "Watch the ASR curve on Live and the attributions on Saliency.",
+        {"teacher": "mnist-backdoor-blend", "method": "dfq", "steps": 200},
+        ("backdoor",),
+    )
+)
+register_preset(
+    Preset(
+        "backdoor-abd",
+        "Backdoored teacher with ABD",
+        "The same teacher, method and steps with ABD: the Shuffling Vaccine (suspicious synthetic "
+        "samples, flagged on Decisions) and Self-Retrospection (a synthesised trigger, shown on "
+        "Saliency, unlearned in the student's final phase). See the README for what it achieves here.",
+        {"teacher": "mnist-backdoor-blend", "method": "dfq", "defense": "abd", "steps": 200},
+        ("backdoor",),
+    )
+)
+
+
 def get_preset(name: str) -> Preset:
     """The preset ``name``; raises UnknownNameError listing the known presets."""
     try:
