@@ -85,8 +85,17 @@ def decisions() -> None:
         order = np.argsort(-sub["score"].to_numpy())
         sub = sub.iloc[order]
         caps = [f"T: {t} ({c:.0%})" for t, c in zip(sub["teacher_label"], sub["confidence"])]
-        subs = [f"{name} {s:.3f}" for s in sub["score"]]
-        st.html(viz.sample_grid_html(list(sub["image"]), caps, subs, list(good[mask][order])))
+        short = name.split(":")[0].strip()  # "suspicion: −log10 KL(…)" → "suspicion"
+        subs = [f"{short} {s:.3f}" for s in sub["score"]]
+        st.html(
+            viz.sample_grid_html(
+                list(sub["image"]),
+                caps,
+                subs,
+                list(good[mask][order]),
+                badges=("ok", "flagged") if by == "flag" else names,
+            )
+        )
 
 
 decisions()

@@ -21,7 +21,7 @@ from dfkd_viz.runs.store import ACTIVE_STATES, RunReader
 from dfkd_viz.viz.saliency import localisation_curve, saliency_mosaic, trigger_figure
 from pages import _ui as ui
 
-N_IMAGES = 12
+N_IMAGES = 8
 SOURCES = {
     "triggered": "real test images + trigger",
     "clean": "real test images",
@@ -160,7 +160,8 @@ else:
             "compare the maps by eye and the ASR on the Live page."
         )
     caps = [
-        f"{'' if labels is None else f'y={labels[i]} '}T→{tp[i]} S→{sp[i]}" for i in range(len(x))
+        f"{'' if labels is None else f'y {labels[i]} · '}T {tp[i]} · S {sp[i]}"
+        for i in range(len(x))
     ]
     st.plotly_chart(
         saliency_mosaic(
@@ -176,7 +177,8 @@ else:
         config={"displayModeBar": False},
     )
     st.caption(
-        "Brighter = more attribution. Captions: true label y, teacher (T) and student (S) "
+        "Brighter = more attribution (each map scaled to its own 99th percentile). Captions: true "
+        "label y, teacher (T) and student (S) "
         f"predictions; the backdoor's target is class {target}."
     )
 

@@ -166,6 +166,8 @@ def test_deep_link_first_request_and_the_demo_flow(server, browser):
         ("/setup", "Set up a distillation run"),
         ("/teachers", "Teacher zoo"),
         ("/decisions", "Defense decisions"),
+        ("/embeddings", "Embeddings: where synthetic samples fall"),
+        ("/saliency", "Trigger saliency"),
     ):
         page.goto(server + path + f"?run={run_id}")
         page.wait_for_selector(f"text={marker}", timeout=60000)

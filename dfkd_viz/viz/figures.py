@@ -283,10 +283,12 @@ def score_histogram(
         "Defense scores of synthetic samples",
         score_name,
         "number of samples",
-        height=340,
+        height=360,
         shapes=shapes,
         annotations=notes,
         barmode="overlay",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0},
+        margin={"l": 60, "r": 20, "t": 50, "b": 70},
     )
 
 
@@ -309,8 +311,10 @@ def decision_counts(df: pd.DataFrame) -> go.Figure:
         "Decisions over training (snapshot samples)",
         "step (outer iteration)",
         "samples",
-        height=300,
+        height=320,
         barmode="stack",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0},
+        margin={"l": 60, "r": 20, "t": 50, "b": 70},
     )
 
 

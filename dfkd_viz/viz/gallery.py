@@ -48,8 +48,10 @@ def sample_grid_html(
     subcaptions: Sequence[str] | None = None,
     keep: Sequence[bool | None] | None = None,
     img_px: int = 72,
+    badges: tuple[str, str] = ("kept", "rejected"),
 ) -> str:
-    """A responsive grid of images with a caption, a sub-caption and a keep/reject badge each."""
+    """A responsive grid of images with a caption, a sub-caption and a badge each: ``badges[0]``
+    where ``keep`` is true, ``badges[1]`` (and a dimmed cell) where it is false, none for None."""
     cells = []
     for i, img in enumerate(images):
         cap = html.escape(captions[i]) if captions else ""
@@ -59,9 +61,9 @@ def sample_grid_html(
         cls = "dv-cell"
         if k is not None and not (isinstance(k, float) and np.isnan(k)):
             badge = (
-                '<span class="dv-badge dv-keep">kept</span>'
+                f'<span class="dv-badge dv-keep">{html.escape(badges[0])}</span>'
                 if bool(k)
-                else '<span class="dv-badge dv-rej">rejected</span>'
+                else f'<span class="dv-badge dv-rej">{html.escape(badges[1])}</span>'
             )
             cls += "" if bool(k) else " dv-rejected"
         cells.append(

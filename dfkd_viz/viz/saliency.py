@@ -49,16 +49,12 @@ def heat_rgb(attr: np.ndarray) -> np.ndarray:
     return rgb.round().astype(np.uint8)
 
 
-def overlay_rgb(images: np.ndarray, attr: np.ndarray, alpha: float = 0.65) -> np.ndarray:
-    """Heat colours of ``attr`` ``(N, H, W)`` over grey ``images``: ``(N, H, W, 3)`` uint8; the
-    heat's opacity grows with the attribution (cold pixels show the image)."""
-    g = _gray01(images)[..., None] * 255.0
+def overlay_rgb(images: np.ndarray, attr: np.ndarray, context: float = 0.35) -> np.ndarray:
+    """Heat colours of ``attr`` ``(N, H, W)`` with the grey ``images`` faintly underneath (weight
+    ``context``) so the digit stays recognisable: ``(N, H, W, 3)`` uint8."""
+    g = _gray01(images)[..., None] * 255.0 * context
     heat = heat_rgb(attr).astype(np.float64)
-    a = np.abs(np.asarray(attr, dtype=np.float64))
-    flat = a.reshape(len(a), -1)
-    hi = np.percentile(flat, 99, axis=1).reshape(-1, 1, 1)
-    w = (alpha * np.clip(a / np.where(hi > 0, hi, 1.0), 0, 1))[..., None]
-    return (g * (1 - w) + heat * w).round().clip(0, 255).astype(np.uint8)
+    return np.maximum(heat, g).round().clip(0, 255).astype(np.uint8)
 
 
 def saliency_mosaic(
@@ -99,6 +95,8 @@ def saliency_mosaic(
             "showgrid": False,
             "zeroline": False,
             "side": "bottom",
+            "tickangle": 0,
+            "tickfont": {"size": 12},
         },
         "yaxis": {
             "tickvals": y_ticks,
