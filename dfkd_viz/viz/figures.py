@@ -238,17 +238,35 @@ def score_histogram(
     names: tuple[str, str] = ("kept", "rejected"),
 ) -> go.Figure:
     """Histogram of per-sample defense scores split by a decision (``keep`` True → ``names[0]``,
-    False → ``names[1]``; kept vs rejected, or not flagged vs flagged), with the threshold."""
+    False → ``names[1]``; kept vs rejected, or not flagged vs flagged), stacked on shared bins,
+    with the threshold. Non-negative scores crowded near 0 (median < 2 % of the maximum) are
+    shown as log10(score + 1e-6)."""
     s = np.asarray(list(scores), dtype=float)
     k = np.asarray(list(keep), dtype=bool)
+    finite = s[np.isfinite(s)]
+    # non-negative scores crowded near 0 (ATEsc's post-attack confidence) read better in log10
+    log = (
+        len(finite) > 1
+        and finite.min() >= 0
+        and finite.max() > 0
+        and np.quantile(finite, 0.5) < 0.02 * finite.max()
+    )
+    if log:
+        eps = 1e-6
+        s = np.log10(s + eps)
+        threshold = None if threshold is None else float(np.log10(threshold + eps))
+        score_name = f"log10 {score_name}"
+    finite = s[np.isfinite(s)]
+    edges = np.histogram_bin_edges(finite if len(finite) else [0.0, 1.0], bins=30)
+    size = float(edges[1] - edges[0]) or 1.0
     traces = [
         {
             "type": "histogram",
             "x": s[mask].tolist(),
             "name": f"{name} ({int(mask.sum())})",
             "marker": {"color": color},
-            "opacity": 0.75,
-            "nbinsx": 30,
+            "opacity": 0.85,
+            "xbins": {"start": float(edges[0]), "end": float(edges[-1]) + size, "size": size},
         }
         for name, mask, color in (
             (names[0], k, COLORS.get(names[0], COLORS["kept"])),
@@ -286,7 +304,7 @@ def score_histogram(
         height=360,
         shapes=shapes,
         annotations=notes,
-        barmode="overlay",
+        barmode="stack",
         legend={"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0},
         margin={"l": 60, "r": 20, "t": 50, "b": 70},
     )
