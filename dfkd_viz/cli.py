@@ -19,6 +19,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from dfkd_viz.errors import DfkdVizError
@@ -371,6 +372,39 @@ def cmd_runs_delete(args) -> int:
     return 0
 
 
+_SUFFIX = {"html": ".html", "csv": ".csv", "parquet": ".parquet", "safetensors": ".safetensors"}
+
+
+def cmd_runs_export(args) -> int:
+    from dfkd_viz.runs import manager
+    from dfkd_viz.runs.export import export_run
+
+    d = manager.run_dir(args.run_id)
+    out = Path(args.out) if args.out else Path(f"{args.run_id}{_SUFFIX[args.format]}")
+    try:
+        path = export_run(d, args.format, out)
+    except OSError as exc:
+        raise DfkdVizError(f"could not write {out}: {exc.strerror or exc}") from exc
+    print(str(path))
+    return 0
+
+
+def cmd_runs_compare(args) -> int:
+    from dfkd_viz.runs import manager
+    from dfkd_viz.runs.export import compare_report_html, write_atomic
+
+    if len(args.run_ids) < 2:
+        raise DfkdVizError("compare needs at least two runs")
+    dirs = [manager.run_dir(r) for r in args.run_ids]
+    out = Path(args.out)
+    try:
+        write_atomic(out, compare_report_html(dirs))
+    except OSError as exc:
+        raise DfkdVizError(f"could not write {out}: {exc.strerror or exc}") from exc
+    print(str(out))
+    return 0
+
+
 def cmd_worker(args) -> int:
     from dfkd_viz.runs.worker import run_worker
 
@@ -458,6 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     rde = rsub.add_parser("delete")
     rde.add_argument("run_id")
     rde.set_defaults(func=cmd_runs_delete)
+    rex = rsub.add_parser(
+        "export",
+        help="a run as an HTML report, its metrics as CSV / Parquet, or its student as safetensors",
+    )
+    rex.add_argument("run_id")
+    rex.add_argument("--format", choices=["html", "csv", "parquet", "safetensors"], default="html")
+    rex.add_argument("--out", help="file to write (default: RUN_ID.<format> here)")
+    rex.set_defaults(func=cmd_runs_export)
+    rco = rsub.add_parser("compare", help="an HTML report overlaying several runs")
+    rco.add_argument("run_ids", nargs="+")
+    rco.add_argument("--out", default="comparison.html")
+    rco.set_defaults(func=cmd_runs_compare)
 
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("run_dir")

@@ -13,7 +13,7 @@ import streamlit as st
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.paths import home
 from dfkd_viz.runs import manager
-from dfkd_viz.runs.store import ACTIVE_STATES
+from dfkd_viz.runs.store import ACTIVE_STATES, RunReader
 
 PAGE_FILES = {
     "home": "pages/home.py",
@@ -231,3 +231,50 @@ def load_run(empty_message: str) -> tuple[str, dict[str, Any]]:
     except DfkdVizError as exc:
         st.warning(f"This run cannot be shown: {exc}")
         st.stop()
+
+
+def export_menu(run_id: str, container=None) -> None:
+    """An "Export" popover with downloads of a run: the self-contained HTML report, the metrics as
+    CSV / Parquet, the student as safetensors (model card in the metadata). Files are built when
+    clicked (deferred download data), so the page pays nothing for them."""
+    from dfkd_viz.runs import export
+
+    d = manager.run_dir(run_id)
+    with (container or st).popover("Export", icon=":material/download:"):
+        st.download_button(
+            "HTML report",
+            data=lambda: export.run_report_html(d).encode(),
+            file_name=f"{run_id}.html",
+            mime="text/html",
+            on_click="ignore",
+            key="exp_html",
+            help="one file that opens offline: config, curves, samples, decisions, maps",
+        )
+        st.download_button(
+            "Metrics (CSV)",
+            data=lambda: export.metrics_bytes(d, "csv"),
+            file_name=f"{run_id}-metrics.csv",
+            mime="text/csv",
+            on_click="ignore",
+            key="exp_csv",
+        )
+        st.download_button(
+            "Metrics (Parquet)",
+            data=lambda: export.metrics_bytes(d, "parquet"),
+            file_name=f"{run_id}-metrics.parquet",
+            mime="application/octet-stream",
+            on_click="ignore",
+            key="exp_parquet",
+        )
+        with RunReader(d) as r:
+            has_ckpt = bool(r.checkpoints())
+        st.download_button(
+            "Student (safetensors)",
+            data=lambda: export.student_bytes(d)[0],
+            file_name=f"{run_id}-student.safetensors",
+            mime="application/octet-stream",
+            on_click="ignore",
+            key="exp_student",
+            disabled=not has_ckpt,
+            help="the student at the last checkpoint; its model card is in the file's metadata",
+        )

@@ -22,7 +22,7 @@ teacher_ref = {
     "ood_acc": card.get("ood_acc") if same_domain else None,
 }
 
-c1, c2, c3, c4, c5 = st.columns([1, 1.2, 1.6, 1.2, 1])
+c1, c2, c3, c4, c5, c6 = st.columns([1, 1.2, 1.6, 1.2, 1, 1])
 if active and c1.button("Stop", icon=":material/stop:", key="stop"):
     try:
         manager.stop(run_id, wait_s=5.0)
@@ -52,6 +52,7 @@ follow = c4.toggle(
     "Follow latest", value=True, key="follow", disabled=not active, help="show the newest snapshot"
 )
 play = c5.toggle("Play", value=False, key="play", help="step through the snapshots")
+ui.export_menu(run_id, c6)
 
 
 @st.fragment(run_every=1.5 if (active or play) else None)

@@ -7,6 +7,7 @@ import streamlit as st
 from dfkd_viz import viz
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.runs import manager
+from dfkd_viz.runs.export import compare_report_html
 from dfkd_viz.runs.store import RunReader
 from pages import _ui as ui
 
@@ -113,3 +114,13 @@ else:
         ["run", "teacher", "method", "defense", "seed", "step", "ID acc %", "OOD acc %", "ASR %"]
     ]
     st.dataframe(final, hide_index=True, key="compare_table")
+    dirs = [manager.run_dir(rid) for rid in chosen]
+    st.download_button(
+        "Comparison report (HTML)",
+        data=lambda: compare_report_html(dirs).encode(),
+        file_name="dfkd-viz-comparison.html",
+        mime="text/html",
+        on_click="ignore",
+        icon=":material/download:",
+        key="compare_report",
+    )

@@ -161,6 +161,28 @@ def test_deep_link_first_request_and_the_demo_flow(server, browser):
     assert run_id in page.inner_text('[data-testid="stMain"]')
     _no_errors(page)
 
+    # 3b. Export → HTML report downloads, and the file opens offline without a console error
+    page.get_by_role("button", name="Export").click()
+    with page.expect_download(timeout=60000) as dl:
+        page.get_by_role("button", name="HTML report").click()
+    report = SHOTS.parent / f"{run_id}.html"
+    dl.value.save_as(str(report))
+    rep = browser.new_page(viewport={"width": 1300, "height": 1600})
+    errors: list[str] = []
+    rep.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    rep.on("pageerror", lambda e: errors.append(str(e)))
+    rep.route(
+        "**/*",
+        lambda route: route.abort() if route.request.url.startswith("http") else route.continue_(),
+    )
+    rep.goto(report.as_uri())
+    rep.wait_for_selector(".js-plotly-plot", timeout=30000)
+    assert rep.locator(".js-plotly-plot").count() >= 4 and not errors, errors
+    assert run_id in rep.inner_text("h1")
+    rep.screenshot(path=str(SHOTS / "report.png"), full_page=True)
+    rep.close()
+    page.keyboard.press("Escape")
+
     # 4. every other page renders without an error
     for path, marker in (
         ("/setup", "Set up a distillation run"),

@@ -1,0 +1,408 @@
+"""Take results out of the run store: metrics as CSV / Parquet, the student as safetensors with a
+JSON model card, a self-contained HTML report of one run, and a comparison report of several.
+
+The HTML reports inline plotly.js once (they open offline, ~4.6 MB) and embed every image as a
+data URI; nothing is fetched when they are opened. Figures are the app's own builders
+(:mod:`dfkd_viz.viz`), so a report shows what the pages show.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfkd_viz.errors import DfkdVizError
+from dfkd_viz.runs.store import RunReader
+
+FORMATS = ("html", "csv", "parquet", "safetensors")
+METRIC_COLUMNS = ["step", "name", "value", "wall_s"]
+
+
+def write_atomic(out: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``out`` through a temporary file + rename (never a half-written file).
+    Raises OSError (e.g. a full disk; the temporary file is removed)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def metrics_bytes(run_dir: str | Path, fmt: str = "csv") -> bytes:
+    """Every metric row of the run (``step, name, value, wall_s``; long format, ordered by step)
+    as CSV or Parquet bytes. Raises ValueError for another ``fmt``."""
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"metrics export format must be csv or parquet, not {fmt!r}")
+    with RunReader(run_dir) as r:
+        df = r.metrics()[METRIC_COLUMNS]
+    if fmt == "csv":
+        return df.to_csv(index=False).encode()
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def export_metrics(run_dir: str | Path, out: str | Path, fmt: str = "csv") -> Path:
+    """:func:`metrics_bytes` written to ``out``. Raises ValueError, OSError (write errors)."""
+    return write_atomic(Path(out), metrics_bytes(run_dir, fmt))
+
+
+def model_card(run_dir: str | Path) -> dict[str, Any]:
+    """The exported student's card: run, teacher, method, defense, seed, architecture and the
+    final accuracies (fractions; None where not measured)."""
+    with RunReader(run_dir) as r:
+        cfg = r.config()
+        status = r.status()
+        latest = r.latest(("id_acc", "ood_acc", "asr", "trigger_loc"))
+    return {
+        "run_id": Path(run_dir).name,
+        "teacher": cfg.get("teacher"),
+        "method": cfg.get("method"),
+        "defense": cfg.get("defense", "none"),
+        "seed": cfg.get("seed"),
+        "student": cfg.get("student", "lenet5"),
+        "steps": status.get("step"),
+        "state": status.get("state"),
+        "id_acc": latest.get("id_acc"),
+        "ood_acc": latest.get("ood_acc"),
+        "asr": latest.get("asr"),
+        "trigger_loc": latest.get("trigger_loc"),
+        "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "format": "safetensors state_dict of the student (pixel-unit inputs in [0, 1]; the model "
+        "normalises inside); load with dfkd_viz.runs.export.load_student",
+    }
+
+
+def student_bytes(run_dir: str | Path) -> tuple[bytes, dict[str, Any]]:
+    """The student as evaluated at the run's last checkpoint (its EMA copy when the run keeps
+    one) as safetensors bytes with the model card (:func:`model_card` plus architecture, input
+    shape and normalisation) in the metadata; returns ``(bytes, card)``.
+    Raises DfkdVizError when the run has no checkpoint yet."""
+    from safetensors.torch import save
+
+    from dfkd_viz.runs.build import load_run_models
+    from dfkd_viz.runs.config import RunConfig
+
+    with RunReader(run_dir) as r:
+        ckpts = r.checkpoints()
+        cfg = RunConfig(**r.config())
+    if not ckpts or not Path(ckpts[-1]["path"]).exists():
+        raise DfkdVizError("this run has no checkpoint yet: nothing to export")
+    _, student, tcard = load_run_models(cfg, ckpts[-1]["path"])
+    card = model_card(run_dir)
+    card.update(
+        checkpoint_step=ckpts[-1]["step"],
+        num_classes=student.num_classes,
+        in_shape=list(student.in_shape),
+        mean=tcard["mean"],
+        std=tcard["std"],
+        dataset=tcard["dataset"],
+    )
+    tensors = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    return save(tensors, metadata={"model_card": json.dumps(card)}), card
+
+
+def export_student(run_dir: str | Path, out: str | Path) -> Path:
+    """:func:`student_bytes` written to ``out``, and the model card beside it as
+    ``<out>.json``. Raises DfkdVizError (no checkpoint yet), OSError on write errors."""
+    data, card = student_bytes(run_dir)
+    out = Path(out)
+    write_atomic(out.with_suffix(out.suffix + ".json"), json.dumps(card, indent=2))
+    return write_atomic(out, data)
+
+
+def load_student(path: str | Path):
+    """Rebuild an exported student from its safetensors file (architecture, shape and
+    normalisation from the model card in the metadata). Returns ``(model in eval mode, card)``.
+    Raises DfkdVizError when the file has no model card, safetensors' errors when it is not a
+    safetensors file, RuntimeError when the weights do not fit the architecture."""
+    from safetensors import safe_open
+
+    from dfkd_viz.models import create_model
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        if "model_card" not in meta:
+            raise DfkdVizError(f"{path} is not a dfkd-viz student export (no model card)")
+        card = json.loads(meta["model_card"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    model = create_model(
+        card["student"],
+        num_classes=card["num_classes"],
+        in_shape=tuple(card["in_shape"]),
+        mean=tuple(card["mean"]),
+        std=tuple(card["std"]),
+    )
+    model.load_state_dict(tensors)
+    return model.eval(), card
+
+
+# --------------------------------------------------------------------------- HTML reports
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#0f172a;
+background:#f8fafc}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:28px;margin:8px 0 4px} h2{font-size:21px;margin:34px 0 8px;border-bottom:1px solid
+#e2e8f0;padding-bottom:4px} .muted{color:#64748b}
+table.kv{border-collapse:collapse;font-size:14px} table.kv td,table.kv th{padding:3px 12px 3px 0;
+text-align:left;vertical-align:top} table.kv th{color:#475569;font-weight:600}
+table.grid{border-collapse:collapse;font-size:14px;margin-top:8px} table.grid th,table.grid td{
+border:1px solid #e2e8f0;padding:4px 10px;text-align:right} table.grid th{background:#f1f5f9}
+.fig{background:white;border:1px solid #e2e8f0;border-radius:8px;margin:10px 0;padding:4px}
+.two{display:grid;grid-template-columns:1fr 1fr;gap:12px}
+"""
+
+
+def _fig_html(fig) -> str:
+    return '<div class="fig">' + fig.to_html(full_html=False, include_plotlyjs=False) + "</div>"
+
+
+def _kv(rows: dict[str, Any]) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
+        for k, v in rows.items()
+    )
+    return f'<table class="kv">{cells}</table>'
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f} %"
+
+
+def _page(title: str, body: list[str]) -> str:
+    from plotly.offline import get_plotlyjs
+
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body><main>"
+        + "".join(body)
+        + "</main></body></html>"
+    )
+
+
+def _pick_steps(steps: list[int], n: int) -> list[int]:
+    if len(steps) <= n:
+        return steps
+    idx = np.unique(np.linspace(0, len(steps) - 1, n).round().astype(int))
+    return [steps[i] for i in idx]
+
+
+def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = None) -> str:
+    """A self-contained HTML report of one run: configuration, teacher card, final metrics, the
+    curves (interactive), synthetic samples at ``sample_steps`` (default: first, middle, last
+    snapshot), the defense's decisions, the embedding map and the backdoor views when the run has
+    them. Raises DfkdVizError for an unreadable run."""
+    from dfkd_viz import viz
+    from dfkd_viz.teachers import card as teacher_card
+    from dfkd_viz.viz.saliency import localisation_curve, trigger_figure
+
+    run_dir = Path(run_dir)
+    with RunReader(run_dir) as r:
+        cfg = r.config()
+        status = r.status()
+        wide = r.metrics_wide()
+        steps = r.snapshot_steps()
+        chosen = [s for s in (sample_steps or _pick_steps(steps, 3)) if s in steps]
+        snaps = {s: (r.samples(s), r.snapshot_info(s) or {}) for s in chosen}
+        counts_keep = r.decision_counts("keep")
+        counts_flag = r.decision_counts("flag")
+        emb_steps = r.embedded_steps()
+        ref = r.reference()
+        emb = r.samples(emb_steps[-1]) if emb_steps else None
+        delta = r.artifact("sr_trigger")
+        events = r.events()
+    try:
+        tcard = teacher_card(cfg["teacher"])
+    except Exception:  # a deleted or unknown teacher: the report still tells the run's story
+        tcard = {}
+    card = model_card(run_dir)
+    body = [
+        f"<h1>Run {html.escape(run_dir.name)}</h1>",
+        f"<p class='muted'>dfkd-viz report · teacher <b>{html.escape(str(cfg.get('teacher')))}</b> · "
+        f"method <b>{html.escape(str(cfg.get('method')))}</b> · defense "
+        f"<b>{html.escape(str(cfg.get('defense', 'none')))}</b> · state {html.escape(str(status.get('state')))}"
+        f" · {status.get('step') or 0} steps in {status.get('wall_s') or 0:.0f} s</p>",
+        "<h2>Final metrics</h2>",
+        _kv(
+            {
+                "student ID accuracy": _pct(card["id_acc"]),
+                "student OOD accuracy": _pct(card["ood_acc"]),
+                "attack success rate (ASR)": _pct(card["asr"]),
+                "teacher ID accuracy": _pct(tcard.get("id_acc")),
+                "teacher ASR": _pct(tcard.get("asr")),
+            }
+        ),
+        "<h2>Configuration</h2>",
+        _kv(cfg),
+    ]
+    if tcard:
+        body += [
+            "<h2>Teacher card</h2>",
+            _kv({k: v for k, v in tcard.items() if not isinstance(v, dict | list) or k == "mean"}),
+        ]
+    if not wide.empty and "id_acc" in wide.columns:
+        evals = wide.dropna(subset=["id_acc"])
+        thin = viz.downsample(wide, 400)
+        body += [
+            "<h2>Curves</h2>",
+            _fig_html(
+                viz.accuracy_curves(
+                    evals,
+                    teacher_ref={"id_acc": tcard.get("id_acc"), "ood_acc": tcard.get("ood_acc")},
+                )
+            ),
+            "<div class='two'>",
+            _fig_html(viz.loss_curves(thin, "g_")),
+            _fig_html(viz.loss_curves(thin, "s_")),
+            "</div>",
+            _fig_html(viz.agreement_curve(thin)),
+        ]
+    if snaps:
+        body.append("<h2>Synthetic samples</h2>")
+        for s, (df, _info) in snaps.items():
+            caps = [f"T: {t} ({c:.0%})" for t, c in zip(df["teacher_label"], df["confidence"])]
+            subs = [f"S: {x}" for x in df["student_label"]]
+            flags = df["flag"].notna().any() and df["keep"].fillna(1).astype(bool).all()
+            if flags:  # a defense that flags without rejecting (ABD): badge the flags
+                keep = [None if f is None or f != f else not bool(f) for f in df["flag"]]
+                badges = ("ok", "flagged")
+            else:
+                keep = [None if k is None or k != k else bool(k) for k in df["keep"]]
+                badges = ("kept", "rejected")
+            body += [
+                f"<p><b>step {s}</b> — teacher label (confidence), student label</p>",
+                viz.sample_grid_html(list(df["image"]), caps, subs, keep, badges=badges),
+            ]
+    if cfg.get("defense", "none") != "none" and snaps:
+        last_df, last_info = snaps[max(snaps)]
+        flagged = last_df["flag"].notna().any() and last_df["keep"].fillna(1).astype(bool).all()
+        good = (
+            ~last_df["flag"].fillna(0).astype(bool).to_numpy()
+            if flagged
+            else last_df["keep"].fillna(1).astype(bool).to_numpy()
+        )
+        names = ("not flagged", "flagged") if flagged else ("kept", "rejected")
+        body += [
+            "<h2>Defense decisions</h2>",
+            "<div class='two'>",
+            _fig_html(
+                viz.score_histogram(
+                    last_df["score"].astype(float).to_numpy(),
+                    good,
+                    last_info.get("threshold"),
+                    last_info.get("score_name") or "score",
+                    names,
+                )
+            ),
+            _fig_html(viz.decision_counts(counts_flag if flagged else counts_keep)),
+            "</div>",
+        ]
+    if not ref.empty and emb is not None:
+        body += [
+            "<h2>Embedding map</h2>",
+            f"<p class='muted'>teacher features, UMAP of real ID / OOD test data; synthetic samples of step {emb_steps[-1]}</p>",
+            _fig_html(viz.embedding_map(ref, emb)),
+        ]
+    if "trigger_loc" in wide.columns and wide["trigger_loc"].notna().any():
+        body += ["<h2>Backdoor</h2>", _fig_html(localisation_curve(wide))]
+    if delta is not None:
+        body.append(_fig_html(trigger_figure(delta)))
+    if not events.empty:
+        rows = "".join(
+            f"<tr><td>{html.escape(str(lv))}</td><td style='text-align:left'>{html.escape(str(m).splitlines()[0])}</td></tr>"
+            for lv, m in zip(events["level"], events["message"])
+        )
+        body += [
+            "<h2>Events</h2>",
+            f"<table class='grid'><tr><th>level</th><th>message</th></tr>{rows}</table>",
+        ]
+    return _page(f"dfkd-viz run {run_dir.name}", body)
+
+
+def compare_report_html(run_dirs: Sequence[str | Path]) -> str:
+    """A self-contained HTML report overlaying several runs' curves (ID accuracy, OOD accuracy,
+    ASR, agreement) with a final-metrics table. Raises ValueError for fewer than two runs."""
+    from dfkd_viz import viz
+
+    if len(run_dirs) < 2:
+        raise ValueError("a comparison needs at least two runs")
+    frames, rows = {}, []
+    for d in run_dirs:
+        d = Path(d)
+        with RunReader(d) as r:
+            cfg = r.config()
+            frames[
+                f"{d.name[-9:]} · {cfg['teacher']} · {cfg['method']}/{cfg.get('defense', 'none')}"
+            ] = r.metrics_wide()
+        c = model_card(d)
+        rows.append(c)
+    head = ["run", "teacher", "method", "defense", "seed", "steps", "ID acc", "OOD acc", "ASR"]
+    cells = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (
+                c["run_id"],
+                c["teacher"],
+                c["method"],
+                c["defense"],
+                c["seed"],
+                c["steps"],
+                _pct(c["id_acc"]),
+                _pct(c["ood_acc"]),
+                _pct(c["asr"]),
+            )
+        )
+        + "</tr>"
+        for c in rows
+    )
+    body = [
+        f"<h1>Comparison of {len(rows)} runs</h1>",
+        "<h2>Final metrics</h2>",
+        f"<table class='grid'><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{cells}</table>",
+        "<h2>Curves</h2>",
+    ]
+    for metric in ("id_acc", "ood_acc", "asr", "agreement"):
+        if any(metric in f.columns and f[metric].notna().any() for f in frames.values()):
+            body.append(_fig_html(viz.compare_curves(frames, metric)))
+    return _page("dfkd-viz comparison", body)
+
+
+def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
+    """Export one run in ``fmt`` (one of :data:`FORMATS`) to ``out``; returns the path written.
+    Raises ValueError (unknown format), DfkdVizError (nothing to export), OSError (write)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if fmt in ("csv", "parquet"):
+        return export_metrics(run_dir, out, fmt)
+    if fmt == "safetensors":
+        return export_student(run_dir, out)
+    return write_atomic(Path(out), run_report_html(run_dir))
