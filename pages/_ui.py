@@ -278,3 +278,19 @@ def export_menu(run_id: str, container=None) -> None:
             disabled=not has_ckpt,
             help="the student at the last checkpoint; its model card is in the file's metadata",
         )
+
+
+def csv_download(df, file_name: str, key: str, label: str = "Data (CSV)", container=None) -> None:
+    """A small download button with a chart's data as CSV (image bytes columns dropped); the
+    CSV is built when clicked. Charts themselves download as PNG from plotly's toolbar."""
+    cols = [c for c in df.columns if c != "image"]
+    (container or st).download_button(
+        label,
+        data=lambda: df[cols].to_csv(index=False).encode(),
+        file_name=file_name,
+        mime="text/csv",
+        on_click="ignore",
+        key=key,
+        icon=":material/table:",
+        type="tertiary",
+    )

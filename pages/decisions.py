@@ -76,6 +76,8 @@ def decisions() -> None:
         viz.score_histogram(scores, good, snap.get("threshold"), name, names), key="hist"
     )
     right.plotly_chart(viz.decision_counts(counts), key="counts")
+    ui.csv_download(df, f"{run_id}-decisions-step{step}.csv", "dec_csv", container=left)
+    ui.csv_download(counts, f"{run_id}-decision-counts.csv", "dec_counts_csv", container=right)
     for title, mask in ((names[0].capitalize(), good), (names[1].capitalize(), ~good)):
         st.markdown(f"**{title}** ({int(mask.sum())})")
         sub = df[mask]

@@ -2,6 +2,7 @@
 each snapshot's synthetic samples placed in it (computed by the worker; this page only plots).
 Select points (box or lasso) to see their images; the OOD-likeness curve shows the trap."""
 
+import pandas as pd
 import streamlit as st
 
 from dfkd_viz import viz
@@ -88,6 +89,16 @@ def emb_view() -> None:
             on_select="rerun",
             selection_mode=("box", "lasso", "points"),
             config={"displaylogo": False},
+        )
+        ui.csv_download(
+            pd.concat(
+                [
+                    ref.assign(kind="real"),
+                    (samples if samples is not None else ref.iloc[:0]).assign(kind="synthetic"),
+                ]
+            ),
+            f"{run_id}-embedding.csv",
+            "emb_csv",
         )
         chosen = [
             p.get("customdata")

@@ -118,6 +118,7 @@ def _live_view() -> None:
         right.plotly_chart(viz.agreement_curve(thin, x=xaxis), key="agree", config=cfg)
         left.plotly_chart(viz.loss_curves(thin, "g_", x=xaxis), key="gloss", config=cfg)
         right.plotly_chart(viz.loss_curves(thin, "s_", x=xaxis), key="sloss", config=cfg)
+        ui.csv_download(wide, f"{run_id}-metrics-wide.csv", "live_csv")
 
     st.subheader("Synthetic samples")
     if not steps:

@@ -113,6 +113,11 @@ else:
     final = table[table["run"].isin(chosen)][
         ["run", "teacher", "method", "defense", "seed", "step", "ID acc %", "OOD acc %", "ASR %"]
     ]
+    ui.csv_download(
+        pd.concat([f.assign(run=name) for name, f in frames.items()]),
+        "dfkd-viz-comparison.csv",
+        "compare_csv",
+    )
     st.dataframe(final, hide_index=True, key="compare_table")
     dirs = [manager.run_dir(rid) for rid in chosen]
     st.download_button(

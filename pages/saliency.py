@@ -211,8 +211,9 @@ def over_training() -> None:
             st.plotly_chart(
                 localisation_curve(wide, t_loc, chance),
                 key="sal_curve",
-                config={"displayModeBar": False},
+                config={"displaylogo": False},
             )
+            ui.csv_download(wide, f"{run_id}-trigger-localisation.csv", "sal_csv")
         else:
             st.caption(
                 "The trigger-localisation curve appears for runs of a teacher with a local trigger "

@@ -152,6 +152,7 @@ def test_decisions_page_shows_a_defense(home):
     _assert_clean(at)
     assert [m.label for m in at.metric][:2] == ["kept", "rejected"]
     assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("download_button")) == 2  # each chart's data as CSV
 
 
 def test_decisions_page_without_defense_says_so(home):
