@@ -21,17 +21,28 @@ samples whose ``log10 KL`` lies below ``mean − 3·std`` (the tail of backdoor-
 exceed ``tail_ratio`` (0.02), else the shuffles are redrawn (up to ``max_trials``); if no draw
 passes, SV stays off for the run (a teacher without a backdoor mostly fails the check).
 
-**Self-Retrospection (SR)**, in the student, from ``sr_start`` (fraction of the budget, default the
-last 10 %): a universal perturbation δ ``(C, H, W)`` (one for the whole batch, init 0) is
-synthesised on the *teacher* by ``sr_steps`` Adam steps (lr ``sr_lr``) maximising
-``KL(p_T(x + δ) ‖ p_T(x))`` — the teacher's strongest universal shortcut, which for a backdoored
-teacher is its trigger — with ‖δ‖₂ ≤ ``sr_norm`` (pixel units; projected after each step). The
-student then *unlearns* it: ``sr_weight · KL(p_T(x) ‖ p_S(x + δ))`` is added to its loss, so the
-student answers on ``x + δ`` as the teacher does on ``x``. Changes from the reference, for the
-CPU: this is the simpler variant METHODS.md names instead of ABD's I-BAU implicit hypergradient
-(``unlearn.py``), it targets the teacher's clean output instead of the student's, and δ is
-synthesised once per step (warm-started from the previous step's δ) rather than once per student
-step. The latest δ is saved with every snapshot (artifact ``sr_trigger``).
+**Self-Retrospection (SR)**, in the student, from ``sr_start`` (fraction of the budget; default
+0.5, not ABD's final phase: with the cosine learning-rate schedule the student barely moves in the
+last 10 %, measured: SR from 0.9 changed nothing). A universal perturbation δ ``(C, H, W)`` (one
+for the whole batch) is synthesised on the *teacher* with ‖δ‖₂ ≤ ``sr_norm`` (pixel units) by
+``sr_steps`` steps of ``sr_optimizer`` (L2 projected gradient steps of length ``sr_lr``, or Adam):
+
+- ``sr_target="targeted"`` (default): every ``sr_rescan`` steps, one δ per class is synthesised
+  to send the batch to that class; the class the teacher is sent to most easily (highest
+  success rate) is the suspected backdoor target, and its δ is refined every step. Measured on
+  the zoo (‖δ‖₂ ≤ 2, 20 steps): the backdoor target reaches 96–100 % success, every other class
+  ≤ 53 %, and no class of the clean teacher more than 30 %.
+- ``sr_target="untargeted"``: δ maximises ``KL(p_T(x + δ) ‖ p_T(x))`` (the teacher's strongest
+  universal shortcut, warm-started from the previous step's δ).
+
+The student then *unlearns* δ: ``sr_weight · KL(p_T(x) ‖ p_S(x + δ))`` is added to its loss, so
+it answers on ``x + δ`` as the teacher does on ``x``. The student's BN running statistics are
+frozen during that forward pass (perturbed batches would otherwise shift the statistics used at
+test time — measured: that alone produced a spurious 40–60 % "ASR cut" by damaging the student).
+Changes from the reference, for the CPU: this is the simpler variant METHODS.md names instead of
+ABD's I-BAU implicit hypergradient (``unlearn.py``), it targets the teacher's clean output, and δ
+is synthesised once per step rather than once per student step. The latest δ and the per-class
+success rates are saved with every snapshot (artifacts ``sr_trigger``, ``sr_class_success``).
 
 Per-sample score (Decisions page): the suspicion ``−log10 KL(p_T ‖ p_shuf)`` (higher = more
 backdoor-like); flag: suspicious (equal argmax). ABD distils from every sample (keep = all) unless
