@@ -35,7 +35,20 @@ not reachable), so every mechanism below is this project's reconstruction, expos
   NTL teacher's deliberately wrong one; ``none`` only drops them. The weight is small (0.1) so the
   term never swamps distillation.
 
+- *Grouping* (``group``): ``batch`` splits each new batch as a whole; ``class`` splits within each
+  teacher class (a class the trap distorts is then not emptied wholesale).
+- *Which side* (``keep``): ``fragile`` (ATEsc) or ``robust`` (an ablation).
+
 Per-sample score recorded for the Decisions view: the robustness score; decision: kept = fragile.
+
+**Measured here** (README, "The NTL trap and ATEsc"; 3 seeds, 200 steps): the premise does not
+carry over to synthetic samples. DFQ's are nearly all fragile and sit among real ID points in the
+teacher's feature space; the robustness score predicts on which samples the NTL teacher disagrees
+with the clean teacher inversely or not at all (AUROC 0.29–0.50, DFQ and DFAD); for DAFL it points
+the right way (0.70–0.85) but only 1–3 % of samples are OOD-like. ATEsc recovered 0 % of the DFQ
+traps and ≤ 19 % (inside the seed spread) of the DAFL ones; a perfect real-data domain filter
+(the ``domain-oracle`` defense) ≤ 28 %. The NTL students lose specific ID classes (class 9), so the
+trap acts through the teacher's outputs on ID-looking samples.
 """
 
 from __future__ import annotations
