@@ -101,11 +101,12 @@ register_preset(
 register_preset(
     Preset(
         "backdoor",
-        "Backdoored teacher (blend trigger), DFQ",
-        "A teacher with a blend backdoor (20 % random pattern → class 0). DFQ passes the backdoor "
-        "on in full: the student learns the task and answers 0 to nearly every triggered image. "
-        "Watch the ASR curve on Live and the attributions on Saliency.",
-        {"teacher": "mnist-backdoor-blend", "method": "dfq", "steps": 200},
+        "Backdoored teacher (Trojan watermark), DFQ",
+        "A teacher with a Trojan-watermark backdoor (a ring stamped bottom-right → class 0). DFQ "
+        "passes part of it on: the student learns the task and sends ~40 % of triggered images to "
+        "class 0, and its attribution moves onto the ring. Watch the ASR curve on Live and the "
+        "trigger localisation on Saliency.",
+        {"teacher": "mnist-backdoor-trojan-wm", "method": "dfq", "steps": 200},
         ("backdoor",),
     )
 )
@@ -115,8 +116,8 @@ register_preset(
         "Backdoored teacher with ABD",
         "The same teacher, method and steps with ABD: the Shuffling Vaccine (suspicious synthetic "
         "samples, flagged on Decisions) and Self-Retrospection (a synthesised trigger, shown on "
-        "Saliency, unlearned in the student's final phase). See the README for what it achieves here.",
-        {"teacher": "mnist-backdoor-blend", "method": "dfq", "defense": "abd", "steps": 200},
+        "Saliency, unlearned by the student from mid-run). ASR falls to ~5 % at the same ID accuracy.",
+        {"teacher": "mnist-backdoor-trojan-wm", "method": "dfq", "defense": "abd", "steps": 200},
         ("backdoor",),
     )
 )
