@@ -184,17 +184,36 @@ else:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def teacher_localisation(run: str, step: int, path: str, trig: str) -> float | None:
-    """The teacher's trigger-localisation score on 32 triggered test images (the curve's
-    reference line), or None for a trigger covering the whole image."""
+def reference_localisation(run: str, step: int, path: str, trig: str) -> tuple:
+    """``(backdoored teacher, clean teacher)`` trigger-localisation scores on 32 triggered test
+    images (the curve's reference lines); None for a trigger covering the whole image, or for
+    the clean model when the zoo has no trained clean teacher of the dataset."""
+    from dfkd_viz.teachers import load_teacher
+
     tch, _, tcard = models(run, step, path)
     trigger = make_trigger(trig, tch.in_shape)
     mask = local_mask(trigger)
     if mask is None:
-        return None
+        return None, None
     xs, ys = test_images(tcard["dataset"], 32)
     xt = trigger.apply(torch.from_numpy(xs[ys != target][:32]))
-    return float(localisation(attribute(tch, xt, "integrated-gradients", ig_steps=8), mask).mean())
+
+    def score(model) -> float:
+        return float(
+            localisation(attribute(model, xt, "integrated-gradients", ig_steps=8), mask).mean()
+        )
+
+    clean_id = next(
+        (
+            c["id"]
+            for c in ui.cached_cards()
+            if c.get("kind") == "clean"
+            and c.get("dataset") == tcard["dataset"]
+            and c.get("trained")
+        ),
+        None,
+    )
+    return score(tch), None if clean_id is None else score(load_teacher(clean_id)[0])
 
 
 @st.fragment(run_every=3.0 if active else None)
@@ -206,10 +225,10 @@ def over_training() -> None:
     left, right = st.columns([3, 2])
     with left:
         if default_trigger and "trigger_loc" in wide and wide["trigger_loc"].notna().any():
-            t_loc = teacher_localisation(run_id, ck_step, ck_path, default_trigger)
+            t_loc, c_loc = reference_localisation(run_id, ck_step, ck_path, default_trigger)
             chance = float(local_mask(make_trigger(default_trigger)).mean())
             st.plotly_chart(
-                localisation_curve(wide, t_loc, chance),
+                localisation_curve(wide, t_loc, chance, clean=c_loc),
                 key="sal_curve",
                 config={"displaylogo": False},
             )

@@ -149,10 +149,12 @@ def localisation_curve(
     teacher: float | None = None,
     chance: float | None = None,
     x: str = "step",
+    clean: float | None = None,
 ) -> go.Figure:
     """The student's trigger-localisation score over training (``wide`` has ``trigger_loc`` in
-    [0, 1] and ``x``), in percent, with the teacher's value and the chance level (the trigger's
-    area share) as dotted lines."""
+    [0, 1] and ``x``), in percent, with the backdoored teacher's value, a clean model's value (what
+    a model without the backdoor puts there: the trigger may overlap digit strokes) and the chance
+    level (the trigger's area share) as dotted lines."""
     d = wide.dropna(subset=["trigger_loc"]) if "trigger_loc" in wide else wide.iloc[:0]
     traces = []
     if len(d):
@@ -160,7 +162,11 @@ def localisation_curve(
             _line(d[x], 100 * d["trigger_loc"], "student", LOC_COLOR, markers=len(d) < 30)
         )
     shapes, notes = [], []
-    for val, color, text in ((teacher, "#dc2626", "teacher"), (chance, "#64748b", "chance")):
+    for val, color, text in (
+        (teacher, "#dc2626", "teacher"),
+        (clean, "#059669", "clean model"),
+        (chance, "#64748b", "chance"),
+    ):
         if val is not None:
             s, a = _hline(100 * val, color, f"{text} {100 * val:.1f} %")
             shapes.append(s)
