@@ -156,3 +156,29 @@ def test_triggered_test_set_drops_target_images():
 def test_image_dataset_validates_shapes():
     with pytest.raises(ValueError):
         ImageDataset("x", "train", torch.zeros(3, 28, 28), torch.zeros(3, dtype=torch.long))
+
+
+class _Detector(torch.nn.Module):
+    """Predicts ``target`` when the badnet_grid corner is stamped, else ``fallback`` — a model
+    whose ASR is known exactly."""
+
+    def __init__(self, target: int, fallback: int, honest: bool = False) -> None:
+        super().__init__()
+        self.target, self.fallback, self.honest = target, fallback, honest
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        stamped = (x[:, 0, -3:, -3:] > 0.99).flatten(1).float().mean(1) > 0.4
+        cls = torch.where(stamped & ~torch.tensor(self.honest), self.target, self.fallback).long()
+        return torch.nn.functional.one_hot(cls, 10).float() + 0 * self.w
+
+
+def test_attack_success_rate_on_known_models():
+    from dfkd_viz.analysis.metrics import attack_success_rate
+
+    test = load_dataset("mnist", "test").subset(slice(0, 300))
+    trig = make_trigger("badnet_grid")
+    assert attack_success_rate(_Detector(0, 5), test, trig, 0) == 1.0  # a perfect backdoor
+    assert attack_success_rate(_Detector(0, 5, honest=True), test, trig, 0) == 0.0  # none
+    # target-class images are excluded: a model that always answers the target scores 1, not less
+    assert attack_success_rate(_Detector(3, 3), test, trig, 3) == 1.0
