@@ -146,6 +146,11 @@ def test_worker_records_localisation_and_the_page_shows_it(bd, home):
     x = load_dataset("mnist", "test").x[:16]
     with torch.no_grad():
         assert student(x).shape == (16, 10)
+    from dfkd_viz.runs.export import run_report_html
+
+    report = run_report_html(manager.run_dir(run_id))
+    assert "Integrated Gradients on test images + badnet_grid trigger" in report
+    assert "Trigger localisation" in report
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()

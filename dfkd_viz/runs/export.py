@@ -331,8 +331,14 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
             f"<p class='muted'>teacher features, UMAP of real ID / OOD test data; synthetic samples of step {emb_steps[-1]}</p>",
             _fig_html(viz.embedding_map(ref, emb)),
         ]
+    trig_name = cfg.get("trigger") or tcard.get("trigger")
+    if trig_name:
+        body.append("<h2>Backdoor</h2>")
+        mosaic = _saliency_mosaic(run_dir, trig_name, cfg, tcard)
+        if mosaic is not None:
+            body.append(_fig_html(mosaic))
     if "trigger_loc" in wide.columns and wide["trigger_loc"].notna().any():
-        body += ["<h2>Backdoor</h2>", _fig_html(localisation_curve(wide))]
+        body.append(_fig_html(localisation_curve(wide)))
     if delta is not None:
         body.append(_fig_html(trigger_figure(delta)))
     if not events.empty:
@@ -345,6 +351,45 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
             f"<table class='grid'><tr><th>level</th><th>message</th></tr>{rows}</table>",
         ]
     return _page(f"dfkd-viz run {run_dir.name}", body)
+
+
+def _saliency_mosaic(run_dir: Path, trig_name: str, cfg: dict, tcard: dict):
+    """Integrated-Gradients overlays of teacher and final student on 8 triggered test images, or
+    None when the run has no checkpoint (or its models cannot be loaded)."""
+    import torch
+
+    from dfkd_viz.analysis.saliency import attribute
+    from dfkd_viz.data import load_dataset, make_trigger
+    from dfkd_viz.runs.build import load_run_models
+    from dfkd_viz.runs.config import RunConfig
+    from dfkd_viz.viz.saliency import saliency_mosaic
+
+    with RunReader(run_dir) as r:
+        ckpts = r.checkpoints()
+    if not ckpts or not Path(ckpts[-1]["path"]).exists():
+        return None
+    try:
+        teacher, student, _ = load_run_models(RunConfig(**cfg), ckpts[-1]["path"])
+    except Exception:  # a report never fails for want of a figure
+        return None
+    target = cfg.get("target") if cfg.get("target") is not None else (tcard.get("target") or 0)
+    test = load_dataset(tcard.get("dataset", "mnist"), "test")
+    keep = test.y != target
+    x = make_trigger(trig_name, teacher.in_shape).apply(test.x[keep][:8])
+    with torch.no_grad():
+        tp, sp = teacher(x).argmax(1).tolist(), student(x).argmax(1).tolist()
+    maps = {
+        "teacher": attribute(teacher, x, "integrated-gradients"),
+        f"student @ {ckpts[-1]['step']}": attribute(student, x, "integrated-gradients"),
+    }
+    caps = [f"y {y} · T {a} · S {b}" for y, a, b in zip(test.y[keep][:8].tolist(), tp, sp)]
+    return saliency_mosaic(
+        x.numpy(),
+        maps,
+        caps,
+        title=f"Integrated Gradients on test images + {trig_name} trigger",
+        tile_px=100,
+    )
 
 
 def compare_report_html(run_dirs: Sequence[str | Path]) -> str:

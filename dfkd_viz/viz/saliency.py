@@ -175,7 +175,7 @@ def localisation_curve(
         traces,
         "Trigger localisation: attribution mass inside the trigger",
         x_title(x),
-        "% of |attribution| (Integrated Gradients)",
+        "% of |IG attribution|",
         height=340,
         shapes=shapes,
         annotations=notes,
