@@ -13,7 +13,6 @@ from PIL import Image
 from dfkd_viz.analysis.saliency import LABELS, METHODS, attribute, local_mask, localisation
 from dfkd_viz.data import load_dataset, make_trigger
 from dfkd_viz.data.triggers import TRIGGERS
-from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.runs import manager
 from dfkd_viz.runs.build import load_run_models
 from dfkd_viz.runs.config import RunConfig
@@ -135,8 +134,11 @@ def attributions(run: str, step: int, path: str, method: str, source: str, trig:
 try:
     with st.spinner("Computing attributions…"):
         res = attributions(run_id, ck_step, ck_path, method, source, trigger_name)
-except (DfkdVizError, OSError, RuntimeError, ValueError) as exc:
-    st.error(f"Could not compute the attributions: {exc}")
+except Exception as exc:  # e.g. a running run rotated the checkpoint away meanwhile
+    st.warning(
+        f"Could not compute the attributions ({type(exc).__name__}: {exc}). A running run keeps "
+        "only its latest checkpoints: pick the student step again."
+    )
     st.stop()
 
 if res is None:
@@ -184,19 +186,19 @@ else:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def reference_localisation(run: str, step: int, path: str, trig: str) -> tuple:
+def reference_localisation(teacher_id: str, trig: str, target_class: int) -> tuple:
     """``(backdoored teacher, clean teacher)`` trigger-localisation scores on 32 triggered test
     images (the curve's reference lines); None for a trigger covering the whole image, or for
     the clean model when the zoo has no trained clean teacher of the dataset."""
     from dfkd_viz.teachers import load_teacher
 
-    tch, _, tcard = models(run, step, path)
+    tch, tcard = load_teacher(teacher_id)
     trigger = make_trigger(trig, tch.in_shape)
     mask = local_mask(trigger)
     if mask is None:
         return None, None
     xs, ys = test_images(tcard["dataset"], 32)
-    xt = trigger.apply(torch.from_numpy(xs[ys != target][:32]))
+    xt = trigger.apply(torch.from_numpy(xs[ys != target_class][:32]))
 
     def score(model) -> float:
         return float(
@@ -225,7 +227,7 @@ def over_training() -> None:
     left, right = st.columns([3, 2])
     with left:
         if default_trigger and "trigger_loc" in wide and wide["trigger_loc"].notna().any():
-            t_loc, c_loc = reference_localisation(run_id, ck_step, ck_path, default_trigger)
+            t_loc, c_loc = reference_localisation(cfg["teacher"], default_trigger, target)
             chance = float(local_mask(make_trigger(default_trigger)).mean())
             st.plotly_chart(
                 localisation_curve(wide, t_loc, chance, clean=c_loc),

@@ -250,7 +250,7 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
         f"method <b>{html.escape(str(cfg.get('method')))}</b> · defense "
         f"<b>{html.escape(str(cfg.get('defense', 'none')))}</b> · state {html.escape(str(status.get('state')))}"
         f" · {status.get('step') or 0} steps in {status.get('wall_s') or 0:.0f} s</p>",
-        "<h2>Final metrics</h2>",
+        "<h2>Metrics at the last evaluation</h2>",
         _kv(
             {
                 "student ID accuracy": _pct(card["id_acc"]),
@@ -266,7 +266,13 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
     if tcard:
         body += [
             "<h2>Teacher card</h2>",
-            _kv({k: v for k, v in tcard.items() if not isinstance(v, dict | list) or k == "mean"}),
+            _kv(
+                {
+                    k: v
+                    for k, v in tcard.items()
+                    if k != "weights" and (not isinstance(v, dict | list) or k in ("mean", "std"))
+                }
+            ),
         ]
     if not wide.empty and "id_acc" in wide.columns:
         evals = wide.dropna(subset=["id_acc"])
