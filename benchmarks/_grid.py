@@ -4,11 +4,12 @@ file (every finished run is appended at once; a rerun skips the runs already the
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dfkd_viz.runs.build import build_engine
@@ -96,3 +97,60 @@ def ms(values: list[float | None], scale: float = 100.0) -> str:
     if not v:
         return "—"
     return f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+
+
+def study_args(
+    description: str, teachers: list[str], methods: list[str], defenses: list[str], out: str
+) -> tuple[argparse.Namespace, int | None, str]:
+    """The command line shared by the studies (``--teachers --clean --methods --steps|--seconds
+    --seeds --defenses --out``); returns ``(args, steps or None, budget text)`` with 200 steps as
+    the default budget. Also sets torch's threads and trains the teachers the study needs."""
+    from dfkd_viz.runs.build import set_threads
+    from dfkd_viz.teachers import train_teacher
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--teachers", nargs="+", default=teachers)
+    ap.add_argument("--clean", default="mnist-clean")
+    ap.add_argument("--methods", nargs="+", default=methods)
+    budget = ap.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int)
+    budget.add_argument("--seconds", type=float)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--defenses", nargs="+", default=defenses)
+    ap.add_argument("--out", type=Path, default=Path(out))
+    args = ap.parse_args()
+    steps = args.steps or (None if args.seconds else 200)
+    set_threads(None)
+    for tid in [args.clean, *args.teachers]:
+        train_teacher(tid)
+    return args, steps, f"{steps} steps" if steps else f"{args.seconds:g} s"
+
+
+def run_grid(
+    res: Results,
+    args: argparse.Namespace,
+    steps: int | None,
+    budget: str,
+    field: str,
+    run_kw: Callable[[str], dict],
+) -> None:
+    """For each method, studied teacher (recorded under ``field``) and seed: the clean teacher
+    without a defense, then the studied teacher with every defense; runs already in ``res`` are
+    skipped. ``run_kw(teacher_id)`` gives the extra :func:`run_one` arguments (OOD domain, trigger)."""
+    for method in args.methods:
+        for tid in args.teachers:
+            kw = run_kw(tid)
+            jobs = [(args.clean, "none")] + [(tid, d) for d in args.defenses]
+            for seed in args.seeds:
+                for teacher, d in jobs:
+                    key = {
+                        field: tid,
+                        "teacher": teacher,
+                        "method": method,
+                        "defense": d,
+                        "seed": seed,
+                        "budget": budget,
+                    }
+                    if not res.has(**key):
+                        r = run_one(teacher, method, d, seed, steps, args.seconds, **kw)
+                        res.add({**r, **key})

@@ -15,16 +15,14 @@ learned the task (ID accuracy ≥ 80 %).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _grid import Results, ms, run_one
+from _grid import Results, ms, run_grid, study_args
 
-from dfkd_viz.runs.build import set_threads
-from dfkd_viz.teachers import card, train_teacher
+from dfkd_viz.teachers import card
 
 
 def loc(sel: list[dict]) -> str:
@@ -69,53 +67,22 @@ def table(rows: list[dict], clean: str, method: str, budget: str, teachers: list
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--teachers",
-        nargs="+",
-        default=["mnist-backdoor-badnet-grid", "mnist-backdoor-blend", "mnist-backdoor-trojan-wm"],
+    args, steps, budget_txt = study_args(
+        __doc__.splitlines()[0],
+        teachers=["mnist-backdoor-badnet-grid", "mnist-backdoor-blend", "mnist-backdoor-trojan-wm"],
+        methods=["dfq", "zskt"],
+        defenses=["none", "abd"],
+        out="benchmarks/results/backdoor.json",
     )
-    ap.add_argument("--clean", default="mnist-clean")
-    ap.add_argument("--methods", nargs="+", default=["dfq", "zskt"])
-    budget = ap.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int)
-    budget.add_argument("--seconds", type=float)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--defenses", nargs="+", default=["none", "abd"])
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/backdoor.json"))
-    args = ap.parse_args()
-    steps = args.steps or (None if args.seconds else 200)
-    budget_txt = f"{steps} steps" if steps else f"{args.seconds:g} s"
-    set_threads(None)
-    for tid in [args.clean, *args.teachers]:
-        train_teacher(tid)
     res = Results(args.out, ("backdoor", "teacher", "method", "defense", "seed", "budget"))
-    for method in args.methods:
-        for bd in args.teachers:
-            c = card(bd)
-            jobs = [(args.clean, "none")] + [(bd, d) for d in args.defenses]
-            for seed in args.seeds:
-                for teacher, d in jobs:
-                    key = dict(
-                        backdoor=bd,
-                        teacher=teacher,
-                        method=method,
-                        defense=d,
-                        seed=seed,
-                        budget=budget_txt,
-                    )
-                    if not res.has(**key):
-                        r = run_one(
-                            teacher,
-                            method,
-                            d,
-                            seed,
-                            steps,
-                            args.seconds,
-                            trigger=c["trigger"],
-                            target=c["target"],
-                        )
-                        res.add({**r, **key})
+    run_grid(
+        res,
+        args,
+        steps,
+        budget_txt,
+        "backdoor",
+        lambda bd: {"trigger": card(bd)["trigger"], "target": card(bd)["target"]},
+    )
     for method in args.methods:
         sel = [r for r in res.rows if r["budget"] == budget_txt]
         print("\n".join(table(sel, args.clean, method, budget_txt, args.teachers)) + "\n")

@@ -17,16 +17,14 @@ the clean teacher too) and wall seconds.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _grid import Results, ms, run_one
+from _grid import Results, ms, run_grid, study_args
 
-from dfkd_viz.runs.build import set_threads
-from dfkd_viz.teachers import card, train_teacher
+from dfkd_viz.teachers import card
 
 
 def table(rows: list[dict], clean: str, method: str, budget: str) -> list[str]:
@@ -62,44 +60,15 @@ def table(rows: list[dict], clean: str, method: str, budget: str) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--teachers",
-        nargs="+",
-        default=["mnist-ntl-watermark", "mnist-ntl-digits", "mnist-ntl-mnist-m"],
+    args, steps, budget_txt = study_args(
+        __doc__.splitlines()[0],
+        teachers=["mnist-ntl-watermark", "mnist-ntl-digits", "mnist-ntl-mnist-m"],
+        methods=["dfq"],
+        defenses=["none", "atesc"],
+        out="benchmarks/results/ntl_trap.json",
     )
-    ap.add_argument("--clean", default="mnist-clean")
-    ap.add_argument("--methods", nargs="+", default=["dfq"])
-    budget = ap.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int)
-    budget.add_argument("--seconds", type=float)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--defenses", nargs="+", default=["none", "atesc"])
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ntl_trap.json"))
-    args = ap.parse_args()
-    steps = args.steps or (None if args.seconds else 200)
-    budget_txt = f"{steps} steps" if steps else f"{args.seconds:g} s"
-    set_threads(None)
-    for tid in [args.clean, *args.teachers]:
-        train_teacher(tid)
     res = Results(args.out, ("ntl", "teacher", "method", "defense", "seed", "budget"))
-    for method in args.methods:
-        for ntl in args.teachers:
-            ood = card(ntl)["ood_domain"]
-            jobs = [(args.clean, "none")] + [(ntl, d) for d in args.defenses]
-            for seed in args.seeds:
-                for teacher, d in jobs:
-                    key = dict(
-                        ntl=ntl,
-                        teacher=teacher,
-                        method=method,
-                        defense=d,
-                        seed=seed,
-                        budget=budget_txt,
-                    )
-                    if not res.has(**key):
-                        r = run_one(teacher, method, d, seed, steps, args.seconds, ood_domain=ood)
-                        res.add({**r, **key})
+    run_grid(res, args, steps, budget_txt, "ntl", lambda t: {"ood_domain": card(t)["ood_domain"]})
     rows = res.rows
     for method in args.methods:
         sel = [

@@ -240,44 +240,48 @@ def export_menu(run_id: str, container=None) -> None:
     from dfkd_viz.runs import export
 
     d = manager.run_dir(run_id)
-    with (container or st).popover("Export", icon=":material/download:"):
-        st.download_button(
-            "HTML report",
-            data=lambda: export.run_report_html(d).encode(),
-            file_name=f"{run_id}.html",
-            mime="text/html",
-            on_click="ignore",
-            key="exp_html",
-            help="one file that opens offline: config, curves, samples, decisions, maps",
-        )
-        st.download_button(
+    with RunReader(d) as r:
+        has_ckpt = bool(r.checkpoints())
+    files = [
+        ("HTML report", lambda: export.run_report_html(d).encode(), ".html", "text/html", "html"),
+        (
             "Metrics (CSV)",
-            data=lambda: export.metrics_bytes(d, "csv"),
-            file_name=f"{run_id}-metrics.csv",
-            mime="text/csv",
-            on_click="ignore",
-            key="exp_csv",
-        )
-        st.download_button(
+            lambda: export.metrics_bytes(d, "csv"),
+            "-metrics.csv",
+            "text/csv",
+            "csv",
+        ),
+        (
             "Metrics (Parquet)",
-            data=lambda: export.metrics_bytes(d, "parquet"),
-            file_name=f"{run_id}-metrics.parquet",
-            mime="application/octet-stream",
-            on_click="ignore",
-            key="exp_parquet",
-        )
-        with RunReader(d) as r:
-            has_ckpt = bool(r.checkpoints())
-        st.download_button(
+            lambda: export.metrics_bytes(d, "parquet"),
+            "-metrics.parquet",
+            "application/octet-stream",
+            "parquet",
+        ),
+        (
             "Student (safetensors)",
-            data=lambda: export.student_bytes(d)[0],
-            file_name=f"{run_id}-student.safetensors",
-            mime="application/octet-stream",
-            on_click="ignore",
-            key="exp_student",
-            disabled=not has_ckpt,
-            help="the student at the last checkpoint; its model card is in the file's metadata",
-        )
+            lambda: export.student_bytes(d)[0],
+            "-student.safetensors",
+            "application/octet-stream",
+            "student",
+        ),
+    ]
+    helps = {
+        "html": "one file that opens offline: config, curves, samples, decisions, maps",
+        "student": "the student at the last checkpoint; its model card is in the file's metadata",
+    }
+    with (container or st).popover("Export", icon=":material/download:"):
+        for label, data, suffix, mime, key in files:
+            st.download_button(
+                label,
+                data=data,
+                file_name=f"{run_id}{suffix}",
+                mime=mime,
+                on_click="ignore",
+                key=f"exp_{key}",
+                disabled=key == "student" and not has_ckpt,
+                help=helps.get(key),
+            )
 
 
 def csv_download(df, file_name: str, key: str, label: str = "Data (CSV)", container=None) -> None:

@@ -54,3 +54,17 @@ def trained_home(home: Path, zoo_home: Path) -> Path:
 def pytest_collection_modifyitems(config, items):
     # run the slow, process-spawning tests last so quick failures show first
     items.sort(key=lambda it: ("browser" in it.keywords, "slow" in it.keywords))
+
+
+@pytest.fixture
+def tiny_run() -> dict:
+    """Run settings for real worker runs in tests: small batches, frequent evaluations,
+    snapshots and checkpoints, one torch thread (merge with teacher, method and steps)."""
+    return {
+        "batch_size": 32,
+        "eval_every": 2,
+        "snapshot_every": 2,
+        "snapshot_size": 8,
+        "checkpoint_every": 2,
+        "threads": 1,
+    }

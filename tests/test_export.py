@@ -15,21 +15,18 @@ from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.runs import export, manager
 from dfkd_viz.runs.store import RunReader, RunWriter
 
-TINY = {
-    "batch_size": 32,
-    "eval_every": 2,
-    "snapshot_every": 2,
-    "snapshot_size": 8,
-    "checkpoint_every": 2,
-    "threads": 1,
-    "embedding": False,
-}
-
 
 @pytest.fixture
-def finished_run(trained_home):
+def finished_run(trained_home, tiny_run):
     run_id = manager.launch(
-        {"teacher": "mnist-clean", "method": "dfq", "defense": "atesc", "steps": 4, **TINY}
+        {
+            "teacher": "mnist-clean",
+            "method": "dfq",
+            "defense": "atesc",
+            "steps": 4,
+            "embedding": False,
+            **tiny_run,
+        }
     )
     st = manager.wait(run_id, timeout_s=300)
     assert st["state"] == "finished", st

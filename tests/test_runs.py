@@ -15,14 +15,6 @@ from dfkd_viz.runs.presets import PRESETS, get_preset, preset_config
 from dfkd_viz.runs.store import RunReader
 
 pytestmark = pytest.mark.slow
-TINY = {
-    "batch_size": 32,
-    "eval_every": 2,
-    "snapshot_every": 2,
-    "snapshot_size": 8,
-    "checkpoint_every": 2,
-    "threads": 1,
-}
 
 
 def test_config_validation_messages():
@@ -67,8 +59,8 @@ def _wait_for(pred, timeout=60.0):
     return False
 
 
-def test_worker_runs_and_finishes(trained_home):
-    run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 4, **TINY})
+def test_worker_runs_and_finishes(trained_home, tiny_run):
+    run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 4, **tiny_run})
     st = manager.wait(run_id, timeout_s=120)
     assert st["state"] == "finished", st
     info = manager.run_info(run_id)
@@ -83,8 +75,8 @@ def test_worker_runs_and_finishes(trained_home):
         manager.resume(run_id)
 
 
-def test_stop_then_resume_continues_steps(trained_home):
-    run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 400, **TINY})
+def test_stop_then_resume_continues_steps(trained_home, tiny_run):
+    run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 400, **tiny_run})
     assert _wait_for(lambda: (manager.run_info(run_id).get("step") or 0) >= 4)
     st = manager.stop(run_id, wait_s=30)
     assert st["state"] == "stopped"
@@ -100,8 +92,8 @@ def test_stop_then_resume_continues_steps(trained_home):
     assert steps == list(range(1, steps[-1] + 1)), "step numbers must be continuous across a resume"
 
 
-def test_killed_worker_is_failed_and_keeps_its_metrics(trained_home):
-    run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 400, **TINY})
+def test_killed_worker_is_failed_and_keeps_its_metrics(trained_home, tiny_run):
+    run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 400, **tiny_run})
     assert _wait_for(lambda: (manager.run_info(run_id).get("step") or 0) >= 3)
     pid = manager.run_info(run_id)["pid"]
     with RunReader(manager.run_dir(run_id)) as r:
@@ -116,9 +108,9 @@ def test_killed_worker_is_failed_and_keeps_its_metrics(trained_home):
         assert len(r.metrics(["id_acc"])) >= committed
 
 
-def test_crashed_run_is_failed_with_its_error(trained_home):
+def test_crashed_run_is_failed_with_its_error(trained_home, tiny_run):
     (trained_home / "teachers" / "mnist-clean.safetensors").write_bytes(b"garbage")
-    run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 2, **TINY})
+    run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 2, **tiny_run})
     st = manager.wait(run_id, timeout_s=60)
     assert st["state"] == "failed" and "do not load" in st["error"]
 
@@ -148,8 +140,8 @@ def test_format_validation_error_is_one_sentence():
     assert json.loads(RunConfig(teacher="t", method="m").to_json())["defense"] == "none"
 
 
-def test_worker_maps_snapshots_into_the_embedding(trained_home):
-    cfg = {**TINY, "embedding": True, "snapshot_every": 1}
+def test_worker_maps_snapshots_into_the_embedding(trained_home, tiny_run):
+    cfg = {**tiny_run, "embedding": True, "snapshot_every": 1}
     run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 3, **cfg})
     st = manager.wait(run_id, timeout_s=300)
     assert st["state"] == "finished", st

@@ -116,24 +116,13 @@ def test_saliency_figures():
 
 
 @pytest.mark.slow
-def test_worker_records_localisation_and_the_page_shows_it(bd, home):
+def test_worker_records_localisation_and_the_page_shows_it(bd, home, tiny_run):
     from dfkd_viz.runs import manager
     from dfkd_viz.runs.build import load_run_models
     from dfkd_viz.runs.config import RunConfig
     from dfkd_viz.runs.store import RunReader
 
-    cfg = {
-        "teacher": BACKDOORED,
-        "method": "dfq",
-        "steps": 4,
-        "batch_size": 32,
-        "eval_every": 2,
-        "snapshot_every": 2,
-        "snapshot_size": 8,
-        "checkpoint_every": 2,
-        "threads": 1,
-        "embedding": False,
-    }
+    cfg = {"teacher": BACKDOORED, "method": "dfq", "steps": 4, "embedding": False, **tiny_run}
     run_id = manager.launch(cfg)
     st = manager.wait(run_id, timeout_s=300)
     assert st["state"] == "finished", st
