@@ -295,14 +295,16 @@ class ABD(Defense):
     def _activation_check(self) -> None:
         """Redraw the shuffles until the KL tail of the collected samples is heavy enough."""
         p = self.params
-        xs = torch.cat(self._pool_x)
+        xs = torch.cat(self._pool_x).to(next(self._teacher.parameters()).device)
         with torch.no_grad():
             t = self._teacher(xs)
             for trial in range(p.max_trials):
                 self.trials = trial + 1
                 if trial:
                     self.suspect.reshuffle()
-                log_kl = torch.log10(kl_per_sample(t, self.suspect(xs)).clamp_min(1e-12)).numpy()
+                log_kl = (
+                    torch.log10(kl_per_sample(t, self.suspect(xs)).clamp_min(1e-12)).cpu().numpy()
+                )
                 self.tail = tail_share(log_kl)
                 if self.tail > p.tail_ratio:
                     self.sv_on = True
