@@ -84,8 +84,9 @@ register_preset(
         "ntl-trap-atesc",
         "NTL trap with ATEsc",
         "The same teacher, method and steps with ATEsc: synthetic samples split by the teacher's "
-        "adversarial robustness (fragile → distillation, robust → forgetting). See the Decisions and "
-        "Embeddings pages, and the README for what it recovers at this scale.",
+        "adversarial robustness (fragile → distillation, robust → forgetting). At this scale it "
+        "recovers none of the trap (README); the Decisions and Embeddings pages show why: the "
+        "samples it rejects sit among real ID points.",
         {
             "teacher": "mnist-ntl-watermark",
             "method": "dfq",
