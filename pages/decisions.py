@@ -44,27 +44,17 @@ def decisions() -> None:
         )
         snap = r.snapshot_info(step) or {}
         df = r.samples(step)
-        # a defense that flags samples without rejecting them (ABD's suspicious samples) is
-        # shown by its flags; one that selects, by its keep/reject decisions
-        by = (
-            "flag"
-            if df["flag"].notna().any() and df["keep"].fillna(1).astype(bool).all()
-            else "keep"
-        )
+        by, good = viz.decision_view(df)
         counts = r.decision_counts(by)
     if df["keep"].isna().all():
         st.info(f"The defense {defense!r} recorded no decisions at step {step}.")
         return
+    names = viz.DECISION_NAMES[by]
     if by == "flag":
-        good = ~df["flag"].astype(bool).to_numpy()
-        names = ("not flagged", "flagged")
         st.caption(
             f"**{defense}** flags synthetic samples without rejecting them: every sample is "
             "distilled, the flagged ones are what the defense acts on."
         )
-    else:
-        good = df["keep"].astype(bool).to_numpy()
-        names = ("kept", "rejected")
     scores = df["score"].astype(float).to_numpy()
     name = snap.get("score_name") or "score"
     c1, c2, c3 = st.columns(3)
@@ -95,7 +85,7 @@ def decisions() -> None:
                 caps,
                 subs,
                 list(good[mask][order]),
-                badges=("ok", "flagged") if by == "flag" else names,
+                badges=viz.DECISION_BADGES[by],
             )
         )
 

@@ -21,6 +21,7 @@ test images with the trigger (:func:`triggered_test_set`).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from dfkd_viz.data.datasets import ImageDataset
 from dfkd_viz.registry import Registry
 
 
-class Trigger:
+class Trigger(ABC):
     """A backdoor trigger for images of shape ``(C, H, W)``.
 
     Subclasses implement :meth:`apply`; :meth:`mask` is the set of pixels ``apply`` may change.
@@ -42,9 +43,9 @@ class Trigger:
     def __init__(self, shape: tuple[int, int, int] = (1, 28, 28)) -> None:
         self.shape = tuple(shape)
 
+    @abstractmethod
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Return triggered copies of ``x`` ``(B, C, H, W)`` in [0, 1] (same shape, in [0, 1])."""
-        raise NotImplementedError
 
     def mask(self) -> torch.Tensor:
         """``(C, H, W)`` bool: the pixels the trigger may change."""
@@ -64,8 +65,9 @@ class _StampTrigger(Trigger):
         super().__init__(shape)
         self._mask, self._pattern = self._make()
 
+    @abstractmethod
     def _make(self) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """``(mask, pattern)``, both ``(C, H, W)``: where the stamp goes and its pixel values."""
 
     def mask(self) -> torch.Tensor:
         return self._mask.clone()

@@ -296,26 +296,18 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
         for s, (df, _info) in snaps.items():
             caps = [f"T: {t} ({c:.0%})" for t, c in zip(df["teacher_label"], df["confidence"])]
             subs = [f"S: {x}" for x in df["student_label"]]
-            flags = df["flag"].notna().any() and df["keep"].fillna(1).astype(bool).all()
-            if flags:  # a defense that flags without rejecting (ABD): badge the flags
-                keep = [None if f is None or f != f else not bool(f) for f in df["flag"]]
-                badges = ("ok", "flagged")
-            else:
-                keep = [None if k is None or k != k else bool(k) for k in df["keep"]]
-                badges = ("kept", "rejected")
+            by, good = viz.decision_view(df)
+            decided = df[by].notna().to_numpy()
+            keep = [bool(g) if d else None for g, d in zip(good, decided)]
             body += [
                 f"<p><b>step {s}</b> — teacher label (confidence), student label</p>",
-                viz.sample_grid_html(list(df["image"]), caps, subs, keep, badges=badges),
+                viz.sample_grid_html(
+                    list(df["image"]), caps, subs, keep, badges=viz.DECISION_BADGES[by]
+                ),
             ]
     if cfg.get("defense", "none") != "none" and snaps:
         last_df, last_info = snaps[max(snaps)]
-        flagged = last_df["flag"].notna().any() and last_df["keep"].fillna(1).astype(bool).all()
-        good = (
-            ~last_df["flag"].fillna(0).astype(bool).to_numpy()
-            if flagged
-            else last_df["keep"].fillna(1).astype(bool).to_numpy()
-        )
-        names = ("not flagged", "flagged") if flagged else ("kept", "rejected")
+        by, good = viz.decision_view(last_df)
         body += [
             "<h2>Defense decisions</h2>",
             "<div class='two'>",
@@ -325,10 +317,10 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
                     good,
                     last_info.get("threshold"),
                     last_info.get("score_name") or "score",
-                    names,
+                    viz.DECISION_NAMES[by],
                 )
             ),
-            _fig_html(viz.decision_counts(counts_flag if flagged else counts_keep)),
+            _fig_html(viz.decision_counts(counts_flag if by == "flag" else counts_keep)),
             "</div>",
         ]
     if not ref.empty and emb is not None:

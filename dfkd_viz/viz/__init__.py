@@ -2,11 +2,14 @@
 
 from dfkd_viz.viz.figures import (
     COLORS,
+    DECISION_BADGES,
+    DECISION_NAMES,
     LABELS,
     accuracy_curves,
     agreement_curve,
     compare_curves,
     decision_counts,
+    decision_view,
     downsample,
     embedding_map,
     label_histogram,
@@ -18,12 +21,15 @@ from dfkd_viz.viz.gallery import data_uri, sample_grid_html, to_uint8
 
 __all__ = [
     "COLORS",
+    "DECISION_BADGES",
+    "DECISION_NAMES",
     "LABELS",
     "accuracy_curves",
     "agreement_curve",
     "compare_curves",
     "data_uri",
     "decision_counts",
+    "decision_view",
     "downsample",
     "embedding_map",
     "label_histogram",

@@ -230,6 +230,22 @@ def compare_curves(
     )
 
 
+DECISION_NAMES = {"keep": ("kept", "rejected"), "flag": ("not flagged", "flagged")}
+DECISION_BADGES = {"keep": ("kept", "rejected"), "flag": ("ok", "flagged")}
+
+
+def decision_view(samples: pd.DataFrame) -> tuple[str, np.ndarray]:
+    """How a snapshot's per-sample decisions are shown: ``(by, good)``. A defense that flags
+    samples without rejecting any (ABD's suspicious samples) is shown by its flags
+    (``by="flag"``, ``good`` = not flagged); one that selects, by keep / reject (``by="keep"``,
+    ``good`` = kept; samples without a decision count as kept). ``good`` is ``(n,)`` bool; the
+    labels are :data:`DECISION_NAMES` / :data:`DECISION_BADGES` ``[by]``."""
+    flag, keep = samples["flag"], samples["keep"]
+    if flag.notna().any() and keep.fillna(1).astype(bool).all():
+        return "flag", ~flag.fillna(0).astype(bool).to_numpy()
+    return "keep", keep.fillna(1).astype(bool).to_numpy()
+
+
 def score_histogram(
     scores: Iterable[float],
     keep: Iterable[bool],
