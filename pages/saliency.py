@@ -3,20 +3,24 @@ real test images with and without the trigger and on the synthetic samples a def
 Self-Retrospection's synthesised trigger δ; the student's trigger-localisation score over training
 (computed by the worker at every evaluation)."""
 
-import io
-
 import numpy as np
 import streamlit as st
 import torch
-from PIL import Image
 
-from dfkd_viz.analysis.saliency import LABELS, METHODS, attribute, local_mask, localisation
+from dfkd_viz.analysis.saliency import (
+    LABELS,
+    METHODS,
+    attribute,
+    local_mask,
+    localisation,
+    trigger_localisation,
+)
 from dfkd_viz.data import load_dataset, make_trigger
 from dfkd_viz.data.triggers import TRIGGERS
 from dfkd_viz.runs import manager
 from dfkd_viz.runs.build import load_run_models
 from dfkd_viz.runs.config import RunConfig
-from dfkd_viz.runs.store import ACTIVE_STATES, RunReader
+from dfkd_viz.runs.store import ACTIVE_STATES, RunReader, png_to_array
 from dfkd_viz.viz.saliency import localisation_curve, saliency_mosaic, trigger_figure
 from pages import _ui as ui
 
@@ -96,7 +100,8 @@ def test_images(dataset: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 
 def _png(b: bytes) -> np.ndarray:
-    a = np.asarray(Image.open(io.BytesIO(b)), dtype=np.float32) / 255.0
+    """A stored sample (PNG bytes) as ``(C, H, W)`` float32 in [0, 1]."""
+    a = png_to_array(b).astype(np.float32) / 255.0
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
@@ -194,17 +199,9 @@ def reference_localisation(teacher_id: str, trig: str, target_class: int) -> tup
 
     tch, tcard = load_teacher(teacher_id)
     trigger = make_trigger(trig, tch.in_shape)
-    mask = local_mask(trigger)
-    if mask is None:
-        return None, None
     xs, ys = test_images(tcard["dataset"], 32)
     xt = trigger.apply(torch.from_numpy(xs[ys != target_class][:32]))
-
-    def score(model) -> float:
-        return float(
-            localisation(attribute(model, xt, "integrated-gradients", ig_steps=8), mask).mean()
-        )
-
+    t_loc = trigger_localisation(tch, xt, trigger, ig_steps=8)  # None for a non-local trigger
     clean_id = next(
         (
             c["id"]
@@ -215,7 +212,9 @@ def reference_localisation(teacher_id: str, trig: str, target_class: int) -> tup
         ),
         None,
     )
-    return score(tch), None if clean_id is None else score(load_teacher(clean_id)[0])
+    if t_loc is None or clean_id is None:
+        return t_loc, None
+    return t_loc, trigger_localisation(load_teacher(clean_id)[0], xt, trigger, ig_steps=8)
 
 
 @st.fragment(run_every=3.0 if active else None)

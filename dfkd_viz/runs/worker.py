@@ -100,7 +100,7 @@ class EmbeddingRecorder:
     UMAP's fit is single-threaded (a fixed ``random_state``): while it runs, torch gets one thread
     fewer, so the fit has a core of its own instead of fighting the engine's threads (measured, 2
     cores: a fit thread at low priority beside a 2-thread engine put the first map at ~60 s; a
-    core of its own, at ~20 s). All store writes happen on the engine's thread; the fitting thread
+    core of its own, at 15 s — benchmarks/embedding_bench.py). All store writes happen on the engine's thread; the fitting thread
     only computes."""
 
     def __init__(self, writer: RunWriter, engine, seed: int = 0) -> None:
