@@ -24,6 +24,7 @@ PAGES = [
     st.Page(
         "pages/saliency.py", title="Saliency", icon=":material/visibility:", url_path="saliency"
     ),
+    st.Page("pages/sweeps.py", title="Sweeps", icon=":material/grid_view:", url_path="sweeps"),
     st.Page("pages/teachers.py", title="Teachers", icon=":material/school:", url_path="teachers"),
 ]
 

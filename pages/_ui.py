@@ -22,6 +22,7 @@ PAGE_FILES = {
     "runs": "pages/runs.py",
     "decisions": "pages/decisions.py",
     "embeddings": "pages/embeddings.py",
+    "sweeps": "pages/sweeps.py",
     "teachers": "pages/teachers.py",
 }
 

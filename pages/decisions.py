@@ -1,5 +1,6 @@
 """Decisions: the active defense's per-sample decisions at a chosen step — score histogram with
-the threshold, kept and rejected galleries, counts over training. One generic view over the store;
+the threshold (for TA-DFKD's selection: the normalised teacher losses, the two fitted Gaussian
+components and the 0.5-posterior line), kept and rejected galleries, counts over training. One generic view over the store;
 each defense fills it with its own scores."""
 
 import numpy as np
@@ -46,6 +47,7 @@ def decisions() -> None:
         df = r.samples(step)
         by, good = viz.decision_view(df)
         counts = r.decision_counts(by)
+        ta_gmm, ta_loss = r.artifact("ta_gmm", step), r.artifact("ta_norm_loss", step)
     if df["keep"].isna().all():
         st.info(f"The defense {defense!r} recorded no decisions at step {step}.")
         return
@@ -62,9 +64,13 @@ def decisions() -> None:
     c2.metric(names[1], int((~good).sum()))
     c3.metric("threshold", "—" if snap.get("threshold") is None else f"{snap['threshold']:.3g}")
     left, right = st.columns(2)
-    left.plotly_chart(
-        viz.score_histogram(scores, good, snap.get("threshold"), name, names), key="hist"
-    )
+    if ta_gmm is not None and ta_loss is not None and len(ta_loss) == len(df):
+        # TA-DFKD's selection: the normalised teacher losses and the mixture fitted to them
+        left.plotly_chart(viz.gmm_selection(ta_loss, good, ta_gmm), key="gmm")
+    else:
+        left.plotly_chart(
+            viz.score_histogram(scores, good, snap.get("threshold"), name, names), key="hist"
+        )
     right.plotly_chart(viz.decision_counts(counts), key="counts")
     ui.csv_download(df, f"{run_id}-decisions-step{step}.csv", "dec_csv", container=left)
     ui.csv_download(counts, f"{run_id}-decision-counts.csv", "dec_counts_csv", container=right)

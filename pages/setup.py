@@ -47,13 +47,18 @@ with left:
         format_func=lambda m: f"{m} — {METHODS.get(m).summary}",
     )
     defenses = DEFENSES.names()
+    # a method's own selection (tadfkd → ta-select) is its default defense
+    default_defense = (
+        base.get("defense")
+        if method == base.get("method") and base.get("defense")
+        else METHODS.get(method).default_defense or "none"
+    )
     defense = st.selectbox(
         "Defense",
         defenses,
-        index=defenses.index(base.get("defense", "none"))
-        if base.get("defense", "none") in defenses
-        else 0,
-        key=f"d_{preset}",
+        index=defenses.index(default_defense) if default_defense in defenses else 0,
+        key=f"d_{preset}_{method}",
+        help="tadfkd brings its own selection (ta-select); any method can use it as a defense",
     )
     b1, b2, b3 = st.columns(3)
     kind = b1.radio(

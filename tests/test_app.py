@@ -24,6 +24,7 @@ PAGES = [
     "pages/decisions.py",
     "pages/embeddings.py",
     "pages/saliency.py",
+    "pages/sweeps.py",
     "pages/teachers.py",
 ]
 
@@ -59,6 +60,11 @@ def _make_run(home, run_id, state="finished", defense="none", steps=6, pid=None,
                 "keep": (rng.random(n) > 0.5) if defense != "none" else None,
                 "threshold": 0.5 if defense != "none" else None,
             }
+            if defense == "ta-select":  # TA-DFKD's selection records its mixture per snapshot
+                snap["artifacts"] = {
+                    "ta_norm_loss": rng.random(n),
+                    "ta_gmm": np.array([[0.1, 0.7], [0.01, 0.04], [0.6, 0.4]]),
+                }
             w.add_snapshot(snap, s * 0.2, "score")
             w.set_embedding(s, rng.normal(size=(n, 2)))
             w.add_metrics(s, s * 0.2, {"ood_likeness": 0.1 * s}, commit=True)
@@ -153,6 +159,14 @@ def test_decisions_page_shows_a_defense(home):
     assert [m.label for m in at.metric][:2] == ["kept", "rejected"]
     assert len(at.get("plotly_chart")) == 2
     assert len(at.get("download_button")) == 2  # each chart's data as CSV
+
+
+def test_decisions_page_shows_tadfkd_mixture(home):
+    rid = _make_run(home, "20260101-000000-dfq-gggg", defense="ta-select")
+    at = _run_page("pages/decisions.py", rid)
+    _assert_clean(at)
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("fitted mixture" in t and "posterior 0.5" in t for t in titles)
 
 
 def test_decisions_page_without_defense_says_so(home):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from dfkd_viz import viz
 
@@ -45,3 +46,39 @@ def test_decision_counts_and_gallery_badges():
         badges=("ok", "flagged"),
     )
     assert ">ok<" in html and ">flagged<" in html and "kept" not in html
+
+
+def test_gmm_selection_marks_the_posterior_crossing():
+    from dfkd_viz.viz.figures import gmm_posterior_crossing
+
+    sym = np.array([[0.2, 0.6], [0.01, 0.01], [0.5, 0.5]])
+    assert gmm_posterior_crossing(sym) == pytest.approx(0.4, abs=1e-3)  # the midpoint
+    # a heavier clean component pushes the boundary toward the noisy one
+    heavy = sym.copy()
+    heavy[2] = [0.8, 0.2]
+    assert gmm_posterior_crossing(heavy) > 0.4
+    assert gmm_posterior_crossing(np.full((3, 2), np.nan)) is None
+    fig = viz.gmm_selection(np.linspace(0, 1, 20), np.arange(20) < 12, heavy)
+    names = [t.name for t in fig.data]
+    assert names[:2] == ["kept (12)", "rejected (8)"]
+    assert "clean component" in names and "noisy component" in names
+    assert fig.layout.shapes[0].x0 == pytest.approx(gmm_posterior_crossing(heavy))
+
+
+def test_sweep_figures_show_every_finished_run():
+    df = pd.DataFrame(
+        {
+            "teacher": ["a", "a", "b", "b", "a"],
+            "method": ["dfq", "tadfkd", "dfq", "tadfkd", "dfq"],
+            "seed": [0, 0, 0, 0, 1],
+            "status": ["finished"] * 4 + ["running"],
+            "rel_acc": [0.99, 0.98, 0.6, 0.9, None],
+        }
+    )
+    box = viz.sweep_box(df)
+    points = [t for t in box.data if t.type == "scatter"]
+    assert {t.name for t in points} == {"a", "b"}
+    assert sorted(y for t in points for y in t.y) == [60.0, 90.0, 98.0, 99.0]
+    per_teacher = viz.sweep_by_teacher(df)
+    bars = [t for t in per_teacher.data if t.type == "bar"]
+    assert [list(b.y) for b in bars] == [[99.0, 60.0], [98.0, 90.0]]

@@ -13,6 +13,7 @@ from dfkd_viz.runs.config import RunConfig, format_validation_error, validate_co
 from dfkd_viz.runs.liveness import pid_alive
 from dfkd_viz.runs.presets import PRESETS, get_preset, preset_config
 from dfkd_viz.runs.store import RunReader
+from dfkd_viz.teachers import get_spec
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +49,10 @@ def test_presets_and_overrides():
         a, b = dict(PRESETS[base].config), dict(PRESETS[defended].config)
         assert a.pop("defense", "none") == "none" and b.pop("defense") != "none"
         assert a == b
+    # the collapse pair: same teacher and budget, only the method differs
+    a, b = dict(PRESETS["collapse-dfq"].config), dict(PRESETS["collapse-tadfkd"].config)
+    assert (a.pop("method"), b.pop("method")) == ("dfq", "tadfkd") and a == b
+    assert get_spec(a["teacher"]).default is False  # an extra teacher of the family
 
 
 def _wait_for(pred, timeout=60.0):
@@ -137,7 +142,8 @@ def test_format_validation_error_is_one_sentence():
     except ValidationError as exc:
         msg = format_validation_error(exc)
     assert msg == "batch_size must be ≥ 2 (got 1)"
-    assert json.loads(RunConfig(teacher="t", method="m").to_json())["defense"] == "none"
+    # unset, the defense is the method's own (resolved by validate_config, test_tadfkd.py)
+    assert json.loads(RunConfig(teacher="t", method="m").to_json())["defense"] is None
 
 
 def test_worker_maps_snapshots_into_the_embedding(trained_home, tiny_run):

@@ -353,15 +353,19 @@ class Engine:
 
     def _draw_selected(self) -> SyntheticBatch:
         """A memory draw when the defense selects: a *full* batch of kept samples for
-        distillation (as TA-DFKD keeps drawing until a batch of kept samples is complete) plus a
-        quarter batch of rejected ones for the defense's own term (e.g. ATEsc's forgetting), so a
-        defense that rejects half the samples does not halve the student's batch."""
+        distillation (as TA-DFKD keeps drawing until a batch of kept samples is complete) plus,
+        when the defense ``needs_rejected``, a quarter batch of rejected ones for its own term
+        (e.g. ATEsc's forgetting), so a defense that rejects half the samples does not halve the
+        student's batch."""
         m, n, b = self._memory, self._mem_n, self.s.batch_size
         keep = m["keep"][:n]
         parts, flags = [], []
+        n_rejected = b // 4 if self.defense.needs_rejected else 0
+        if not bool(keep.any()):  # nothing kept yet: a batch of rejected samples (no KD term)
+            n_rejected = max(n_rejected, b)
         for pool, size, flag in (
             (torch.nonzero(keep).flatten(), b, True),
-            (torch.nonzero(~keep).flatten(), b // 4, False),
+            (torch.nonzero(~keep).flatten(), n_rejected, False),
         ):
             if len(pool) and size:
                 pick = torch.randint(0, len(pool), (size,), generator=self.rng).to(pool.device)

@@ -95,6 +95,35 @@ def attention_transfer(s_blocks: list[torch.Tensor], t_blocks: list[torch.Tensor
     return total
 
 
+def js_divergence(
+    p_logits: torch.Tensor, q_logits: torch.Tensor, tau: float = 3.0, clip: float = 0.01
+) -> torch.Tensor:
+    """TA-DFKD's Jensen–Shannon term between two sets of logits ``(B, K)`` (Shin & Choi 2024;
+    ``bigdata-inha/TA-DFKD-Official:TA-DFKD-main-CIFAR.py:JS_divergence``), scalar ≥ 0.
+
+    ``P, Q = softmax(·/τ)``, ``M = (P + Q)/2``, all clipped to ``[clip, 1 − clip]``; the value is
+    ``½·KL(M‖P) + ½·KL(M‖Q)`` averaged over *all B·K entries* (the reference's ``KLDivLoss``
+    default reduction), so it is ``1/K`` of the per-sample divergence — kept as the reference has
+    it, since the generator's loss weights were tuned on that scale."""
+    p = F.softmax(p_logits / tau, 1)
+    q = F.softmax(q_logits / tau, 1)
+    m = (0.5 * (p + q)).clamp(clip, 1 - clip)
+    p, q = p.clamp(clip, 1 - clip), q.clamp(clip, 1 - clip)
+    return 0.5 * (m * (m.log() - p.log())).mean() + 0.5 * (m * (m.log() - q.log())).mean()
+
+
+def tv_norm(x: torch.Tensor) -> torch.Tensor:
+    """TA-DFKD's (DeepInversion's) image prior: the sum of the L2 norms of the horizontal,
+    vertical and both diagonal pixel differences of a batch ``(B, C, H, W)`` (scalar; grows with
+    √B — the reference's weights assume its batch)."""
+    return (
+        torch.norm(x[..., :, :-1] - x[..., :, 1:])
+        + torch.norm(x[..., :-1, :] - x[..., 1:, :])
+        + torch.norm(x[..., 1:, :-1] - x[..., :-1, 1:])
+        + torch.norm(x[..., :-1, :-1] - x[..., 1:, 1:])
+    )
+
+
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     """Anisotropic total variation of images ``(B, C, H, W)``, mean over pixels."""
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (
@@ -106,15 +135,17 @@ class BNStatsHook:
     """DeepInversion's BN-statistics loss on a (frozen) network (Yin et al. 2020;
     ``zju-vipa/CMI:datafree/hooks.py:DeepInversionHook``).
 
-    While :attr:`enabled`, every ``BatchNorm2d`` input of ``model`` contributes
-    ``‖μ_batch − μ_running‖₂ + ‖σ²_batch − σ²_running‖₂``; :meth:`loss` sums them (scalar).
-    Optionally restricted to a subset of samples with :attr:`sample_mask` ``(B,)`` bool.
+    While :attr:`enabled`, the hook keeps the input of every ``BatchNorm2d`` layer of ``model``;
+    :meth:`loss` then sums, over the layers, ``‖μ_batch − μ_running‖₂ + ‖σ²_batch − σ²_running‖₂``
+    (scalar), on all samples or on a subset (TA-DFKD matches BN statistics on the samples it keeps).
+
+    Raises:
+        ValueError: ``model`` has no ``BatchNorm2d`` layer.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.enabled = False
-        self.sample_mask: torch.Tensor | None = None
-        self._terms: list[torch.Tensor] = []
+        self._inputs: list[tuple[nn.BatchNorm2d, torch.Tensor]] = []
         self._handles = [
             m.register_forward_hook(self._hook)
             for m in model.modules()
@@ -124,22 +155,28 @@ class BNStatsHook:
             raise ValueError("the BN-statistics loss needs a model with BatchNorm2d layers")
 
     def _hook(self, module: nn.BatchNorm2d, inputs, output) -> None:
-        if not self.enabled:
-            return
-        x = inputs[0]
-        if self.sample_mask is not None:
-            x = x[self.sample_mask]
-            if x.shape[0] < 2:
-                return
-        mean = x.mean((0, 2, 3))
-        var = x.var((0, 2, 3), unbiased=False)
-        self._terms.append(
-            torch.norm(mean - module.running_mean, 2) + torch.norm(var - module.running_var, 2)
-        )
+        if self.enabled:
+            self._inputs.append((module, inputs[0]))
 
-    def loss(self) -> torch.Tensor:
-        """Sum of the terms collected since the last call (then cleared)."""
-        terms, self._terms = self._terms, []
+    def loss(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum of the terms of the inputs kept since the last call (then forgotten).
+
+        Args:
+            mask: ``(B,)`` bool, the samples that count; None = all. Fewer than 2 selected
+                samples give a zero loss (no batch statistics).
+        """
+        inputs, self._inputs = self._inputs, []
+        terms = []
+        for module, x in inputs:
+            if mask is not None:
+                x = x[mask]
+            if x.shape[0] < 2:
+                continue
+            mean = x.mean((0, 2, 3))
+            var = x.var((0, 2, 3), unbiased=False)
+            terms.append(
+                torch.norm(mean - module.running_mean, 2) + torch.norm(var - module.running_var, 2)
+            )
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
     def remove(self) -> None:

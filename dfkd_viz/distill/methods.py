@@ -15,6 +15,7 @@ zskt      adv (−KL) 1                    KL + 250·AT        1 G step, 10 S st
 dfq       adv 1, bn 1, oh 1, bal 20      KL                 1 G step, 5 S steps, fresh samples
 dafl      oh 1, bal 20, act 0.001        KL                 1 G step, 5 S steps, fresh samples
 deepinv   adv 1, bn 10, oh 1             KL                 5 G steps, 5 S steps, fresh samples
+tadfkd    1−JS 1, bn 10, tv, l2 (kept)   L1 on kept         1 G step, 10 S steps, kept samples
 ========  ============================  =================  ====================================
 
 Every term enters the run's record weighted, as it enters the total (``g_adv``, ``g_bn``,
@@ -90,6 +91,8 @@ class Method:
     Params: ClassVar[type[MethodParams]] = MethodParams
     defaults: ClassVar[dict] = {}
     summary: ClassVar[str] = ""
+    #: the defense a run of this method gets when its config names none (TA-DFKD's selection)
+    default_defense: ClassVar[str | None] = None
 
     def __init__(self, params: MethodParams | dict | None = None) -> None:
         self.params = params if isinstance(params, MethodParams) else self.make_params(params)
@@ -241,6 +244,73 @@ class DeepInv(Method):
     name = "deepinv"
     defaults: ClassVar[dict] = {"w_bn": 10.0, "w_oh": 1.0, "g_steps": 5, "default_steps": 100}
     summary = "BN statistics ×10 + class prior, 5 G steps"
+
+
+class TADFKDParams(MethodParams):
+    """:class:`MethodParams` plus TA-DFKD's image priors and selection (reference defaults)."""
+
+    w_tv: float = Field(1.5e-5, ge=0, description="weight of the 4-direction TV norm")
+    w_l2: float = Field(6e-3, ge=0, description="weight of the batch L2 norm")
+    js_tau: float = Field(3.0, gt=0, le=100, description="temperature of the JS term")
+    select: bool = Field(True, description="GMM selection on the generator's adv and BN terms")
+    select_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+
+
+@METHODS.register("tadfkd")
+class TADFKD(Method):
+    """TA-DFKD, the teacher as a lenient expert (Shin & Choi, AAAI 2024;
+    ``bigdata-inha/TA-DFKD-Official:TA-DFKD-main-CIFAR.py``; METHODS.md §5).
+
+    No class prior: the generator's loss is ::
+
+        L_G = w_tv·TV₄(x̂) + w_bn·L_BN(kept) + w_l2·‖x̂‖₂ + (1 − clamp(JS_τ(p_S, p_T)(kept), 0, 1))
+
+    with x̂ the teacher-normalised images (the reference's TV and L2 act on normalised inputs),
+    TV₄/‖·‖₂ batch norms (:func:`~dfkd_viz.distill.losses.tv_norm`), JS with τ = 3 and clipped
+    probabilities (:func:`~dfkd_viz.distill.losses.js_divergence`). *kept* = the samples the teacher
+    verifies (:func:`~dfkd_viz.distill.defenses.lenient.gmm_select`): the adversarial and BN terms
+    see only them. The student minimises the L1 logit distance on kept samples only — runs of this
+    method get the ``ta-select`` defense unless their config names another one (``none`` gives the
+    reference's ``basic`` ablation on the student side).
+
+    Changes for CPU budgets: Adam (lr 5e-3) for the student instead of SGD 0.01; kept samples are
+    drawn from the engine's replay memory (each scored once) instead of re-synthesising until a
+    batch is full; no random-crop/flip augmentation of the student's view (flips are wrong for
+    digits)."""
+
+    name = "tadfkd"
+    Params: ClassVar[type[MethodParams]] = TADFKDParams
+    defaults: ClassVar[dict] = {
+        "w_bn": 10.0,
+        "student_loss": "l1",
+        "s_steps": 10,
+        "default_steps": 200,
+    }
+    summary = "no class prior; the teacher verifies samples (GMM on its loss), KD on kept ones"
+    default_defense = "ta-select"
+
+    def generator_terms(
+        self, ctx: StepContext, x: torch.Tensor, t: Features, s_logits: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        from dfkd_viz.distill.defenses.lenient import gmm_select
+
+        p = self.params
+        keep = None
+        if p.select:
+            keep = torch.from_numpy(gmm_select(t.logits, p.select_threshold).keep).to(x.device)
+        s_sel, t_sel = (s_logits, t.logits) if keep is None else (s_logits[keep], t.logits[keep])
+        terms: dict[str, torch.Tensor] = {}
+        if p.w_adv:
+            js = losses.js_divergence(s_sel, t_sel, p.js_tau)
+            terms["g_adv"] = p.w_adv * (1.0 - js.clamp(0.0, 1.0))
+        if p.w_bn and ctx.bn_hook is not None:
+            terms["g_bn"] = p.w_bn * ctx.bn_hook.loss(keep)
+        xn = ctx.teacher.normalize(x)
+        if p.w_tv:
+            terms["g_tv"] = p.w_tv * losses.tv_norm(xn)
+        if p.w_l2:
+            terms["g_l2"] = p.w_l2 * torch.norm(xn)
+        return terms
 
 
 def soft_accuracy(s_logits: torch.Tensor, t_logits: torch.Tensor) -> float:

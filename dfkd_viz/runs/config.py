@@ -28,7 +28,10 @@ class RunConfig(BaseModel):
 
     teacher: str = Field(min_length=1, description="teacher id in the zoo")
     method: str = Field(min_length=1, description="DFKD method name")
-    defense: str = Field("none", description="defense name")
+    defense: str | None = Field(
+        None,
+        description="defense name (default: the method's own, e.g. ta-select for tadfkd, else none)",
+    )
     method_params: dict[str, Any] = Field(default_factory=dict)
     defense_params: dict[str, Any] = Field(default_factory=dict)
     student: str = Field("lenet5", description="student architecture")
@@ -111,7 +114,8 @@ def parse_config(data: dict[str, Any]) -> RunConfig:
 
 def validate_config(cfg: RunConfig | dict[str, Any], check_teacher: bool = True) -> RunConfig:
     """Full validation: field ranges, then names (teacher, method, defense, student, domain,
-    trigger) and the method's and defense's own parameters; fills the default budget.
+    trigger) and the method's and defense's own parameters; fills the default budget and the
+    method's default defense (when ``defense`` is None).
 
     Raises:
         ConfigError: one sentence naming the field.
@@ -124,6 +128,8 @@ def validate_config(cfg: RunConfig | dict[str, Any], check_teacher: bool = True)
 
     if isinstance(cfg, dict):
         cfg = parse_config(cfg)
+    if cfg.method in METHODS and cfg.defense is None:
+        cfg = cfg.model_copy(update={"defense": METHODS.get(cfg.method).default_defense or "none"})
     checks = [
         ("method", METHODS, cfg.method),
         ("defense", DEFENSES, cfg.defense),

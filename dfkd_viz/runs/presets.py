@@ -124,6 +124,30 @@ register_preset(
 )
 
 
+register_preset(
+    Preset(
+        "collapse-dfq",
+        "A teacher that breaks DFQ",
+        "A deeper, BN-heavy teacher (ResNet-14, 98.5 % on MNIST): DFQ's class prior and BN matching "
+        "leave its LeNet student far below the teacher after 200 steps, and the result swings with "
+        "the seed. Compare with collapse-tadfkd (same teacher and steps).",
+        {"teacher": "mnist-resnet14", "method": "dfq", "steps": 200},
+        ("collapse",),
+    )
+)
+register_preset(
+    Preset(
+        "collapse-tadfkd",
+        "The same teacher with TA-DFKD",
+        "TA-DFKD on the same teacher and steps: no class prior, and the teacher only verifies "
+        "synthetic samples (a Gaussian mixture on its own loss, shown on Decisions); the student "
+        "learns from the verified ones.",
+        {"teacher": "mnist-resnet14", "method": "tadfkd", "steps": 200},
+        ("collapse",),
+    )
+)
+
+
 def get_preset(name: str) -> Preset:
     """The preset ``name``; raises UnknownNameError listing the known presets."""
     try:

@@ -142,6 +142,53 @@ def _fashion_zoo() -> list[TeacherSpec]:
     ]
 
 
+def _family_zoo() -> list[TeacherSpec]:
+    """Extra clean teachers of different character (``default: false``): the family on which
+    DFKD methods are compared for stability (TA-DFKD's claim, README "Stability across teachers")."""
+    fam = {"kind": "clean", "default": False}
+    return [
+        TeacherSpec(
+            id="mnist-resnet14",
+            arch="resnet14",
+            epochs=3,
+            description="A deeper, BN-heavy teacher: ResNet-14 on MNIST.",
+            **fam,
+        ),
+        TeacherSpec(
+            id="mnist-resnet8-ls",
+            arch="resnet8",
+            label_smoothing=0.3,
+            seed=1,
+            description="ResNet-8 on MNIST with label smoothing 0.3 (soft, low-confidence outputs).",
+            **fam,
+        ),
+        TeacherSpec(
+            id="mnist-lenet-short",
+            epochs=1,
+            seed=2,
+            description="Under-trained LeNet-5 (2×): one epoch on MNIST.",
+            **fam,
+        ),
+        TeacherSpec(
+            id="mnist-lenet-shift",
+            augment_shift=4,
+            epochs=8,
+            seed=3,
+            description="LeNet-5 (2×) trained with heavy translation augmentation (±4 px).",
+            **fam,
+        ),
+        TeacherSpec(
+            id="fmnist-resnet14",
+            arch="resnet14",
+            dataset="fashion-mnist",
+            epochs=2,
+            ood_domain="mnist-m",
+            description="ResNet-14 on Fashion-MNIST.",
+            **fam,
+        ),
+    ]
+
+
 _EXTRA: dict[str, TeacherSpec] = {}
 
 
@@ -154,7 +201,7 @@ def register_teacher(spec: TeacherSpec) -> TeacherSpec:
 
 
 def _base_specs() -> list[TeacherSpec]:
-    return _mnist_zoo() + _fashion_zoo()
+    return _mnist_zoo() + _fashion_zoo() + _family_zoo()
 
 
 def specs() -> list[TeacherSpec]:

@@ -12,10 +12,13 @@ from dfkd_viz.viz.figures import (
     decision_view,
     downsample,
     embedding_map,
+    gmm_selection,
     label_histogram,
     loss_curves,
     ood_likeness_curves,
     score_histogram,
+    sweep_box,
+    sweep_by_teacher,
 )
 from dfkd_viz.viz.gallery import data_uri, sample_grid_html, to_uint8
 
@@ -32,10 +35,13 @@ __all__ = [
     "decision_view",
     "downsample",
     "embedding_map",
+    "gmm_selection",
     "label_histogram",
     "loss_curves",
     "ood_likeness_curves",
     "sample_grid_html",
     "score_histogram",
+    "sweep_box",
+    "sweep_by_teacher",
     "to_uint8",
 ]

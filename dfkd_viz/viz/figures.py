@@ -495,3 +495,200 @@ def ood_likeness_curves(runs: Mapping[str, pd.DataFrame], x: str = "step") -> go
         height=340,
         yaxis={"range": [0, 101], "ticksuffix": " %"},
     )
+
+
+def gmm_posterior_crossing(gmm: np.ndarray, level: float = 0.5) -> float | None:
+    """Where the clean component's posterior falls to ``level`` between the two component means
+    of a 1-D two-component mixture ``gmm`` ``(3, 2)`` (rows means, variances, weights; clean
+    first) — the selection boundary of TA-DFKD on the normalised-loss axis, or None (no fit, or
+    no crossing between the means)."""
+    m, v, w = (np.asarray(r, dtype=float) for r in gmm)
+    if not np.isfinite(gmm).all():
+        return None
+    xs = np.linspace(m[0], m[1], 2001)
+    dens = (
+        w[:, None]
+        * np.exp(-((xs[None] - m[:, None]) ** 2) / (2 * v[:, None]))
+        / np.sqrt(2 * np.pi * v[:, None])
+    )
+    post = dens[0] / np.maximum(dens.sum(0), 1e-300)
+    below = np.nonzero(post <= level)[0]
+    return float(xs[below[0]]) if len(below) else None
+
+
+def gmm_selection(norm_loss: Iterable[float], keep: Iterable[bool], gmm: np.ndarray) -> go.Figure:
+    """TA-DFKD's selection for one batch: histogram of the normalised teacher losses (kept vs
+    rejected, stacked), the two fitted Gaussian components (scaled to counts), and the line where
+    the clean component's posterior is 0.5.
+
+    Args:
+        norm_loss: ``(n,)`` in [0, 1]; keep: ``(n,)`` bool; gmm: ``(3, 2)`` means, variances,
+            weights (clean component first; NaN when not fitted).
+    """
+    s = np.asarray(list(norm_loss), dtype=float)
+    k = np.asarray(list(keep), dtype=bool)
+    nbins = 25
+    size = 1.0 / nbins
+    traces: list[dict[str, Any]] = [
+        {
+            "type": "histogram",
+            "x": s[mask].tolist(),
+            "name": f"{name} ({int(mask.sum())})",
+            "marker": {"color": COLORS[name]},
+            "opacity": 0.8,
+            "xbins": {"start": 0.0, "end": 1.0 + 1e-9, "size": size},
+        }
+        for name, mask in (("kept", k), ("rejected", ~k))
+    ]
+    shapes, notes = [], []
+    gmm = np.asarray(gmm, dtype=float)
+    if gmm.shape == (3, 2) and np.isfinite(gmm).all():
+        xs = np.linspace(0, 1, 201)
+        for i, (name, color) in enumerate(
+            (("clean component", "#047857"), ("noisy component", "#b91c1c"))
+        ):
+            m, v, w = gmm[0, i], gmm[1, i], gmm[2, i]
+            pdf = w * np.exp(-((xs - m) ** 2) / (2 * v)) / np.sqrt(2 * np.pi * v)
+            traces.append(
+                _line(xs, pdf * len(s) * size, name, color, width=2.5)
+                | {"line": {"color": color, "width": 2.5, "dash": "dot"}}
+            )
+        cut = gmm_posterior_crossing(gmm)
+        if cut is not None:
+            shapes.append(
+                {
+                    "type": "line",
+                    "yref": "paper",
+                    "x0": cut,
+                    "x1": cut,
+                    "y0": 0,
+                    "y1": 1,
+                    "line": {"color": "#111827", "dash": "dash", "width": 2},
+                }
+            )
+            notes.append(
+                {
+                    "yref": "paper",
+                    "x": cut,
+                    "y": 1,
+                    "text": "posterior 0.5",
+                    "showarrow": False,
+                    "yanchor": "bottom",
+                }
+            )
+    return _figure(
+        traces,
+        "Teacher verification: normalised teacher loss and the fitted mixture",
+        "normalised teacher loss CE(T(x), argmax T(x)) (0 = most certain)",
+        "number of samples",
+        height=380,
+        shapes=shapes,
+        annotations=notes,
+        barmode="stack",
+        hovermode="closest",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0},
+        margin={"l": 60, "r": 20, "t": 50, "b": 80},
+    )
+
+
+def sweep_box(df: pd.DataFrame, value: str = "rel_acc") -> go.Figure:
+    """Box plot per method of a sweep's finished runs: ``value`` (fraction, plotted in percent)
+    across teachers and seeds, every run drawn as a point coloured by its teacher.
+
+    Args:
+        df: rows of :func:`dfkd_viz.runs.sweep.sweep_results` (``method``, ``teacher``, ``seed``,
+            ``status``, ``value``).
+    """
+    fin = df[(df["status"] == "finished") & df[value].notna()]
+    methods = list(dict.fromkeys(fin["method"]))
+    teachers = list(dict.fromkeys(fin["teacher"]))
+    traces: list[dict[str, Any]] = [
+        {
+            "type": "box",
+            "x": [m] * int((fin["method"] == m).sum()),
+            "y": (100 * fin.loc[fin["method"] == m, value].astype(float)).tolist(),
+            "name": m,
+            "boxpoints": False,
+            "marker": {"color": "#475569"},
+            "fillcolor": "rgba(148,163,184,0.25)",
+            "line": {"color": "#475569"},
+            "showlegend": False,
+            "hoverinfo": "skip",
+        }
+        for m in methods
+    ]
+    for i, t in enumerate(teachers):
+        g = fin[fin["teacher"] == t]
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": g["method"].tolist(),
+                "y": (100 * g[value].astype(float)).tolist(),
+                "name": t,
+                "marker": {"color": _PALETTE[i % len(_PALETTE)], "size": 10, "opacity": 0.9},
+                "text": [f"{t} · seed {s}" for s in g["seed"]],
+                "hovertemplate": "%{text}: %{y:.1f} %<extra></extra>",
+            }
+        )
+    label = (
+        "student ID accuracy, % of the teacher's"
+        if value == "rel_acc"
+        else LABELS.get(value, value)
+    )
+    return _figure(
+        traces,
+        "Stability across teachers and seeds",
+        "method",
+        label,
+        height=440,
+        hovermode="closest",
+        legend={"orientation": "v", "yanchor": "top", "y": 1, "xanchor": "left", "x": 1.02},
+        margin={"l": 60, "r": 20, "t": 50, "b": 40},
+    )
+
+
+def sweep_by_teacher(df: pd.DataFrame, value: str = "rel_acc") -> go.Figure:
+    """Per teacher, each method's runs (mean bar with the seeds as points), in percent."""
+    fin = df[(df["status"] == "finished") & df[value].notna()]
+    teachers = list(dict.fromkeys(fin["teacher"]))
+    traces: list[dict[str, Any]] = []
+    for i, m in enumerate(dict.fromkeys(fin["method"])):
+        g = fin[fin["method"] == m]
+        mean = g.groupby("teacher", sort=False)[value].mean().reindex(teachers)
+        color = _PALETTE[i % len(_PALETTE)]
+        traces.append(
+            {
+                "type": "bar",
+                "x": teachers,
+                "y": (100 * mean).round(2).tolist(),
+                "name": f"{m} (mean)",
+                "marker": {"color": color, "opacity": 0.55},
+                "offsetgroup": m,
+            }
+        )
+        traces.append(
+            {
+                "type": "box",
+                "x": g["teacher"].tolist(),
+                "y": (100 * g[value].astype(float)).tolist(),
+                "name": f"{m} (seeds)",
+                "boxpoints": "all",
+                "pointpos": 0,
+                "jitter": 0.2,
+                "fillcolor": "rgba(0,0,0,0)",
+                "line": {"color": "rgba(0,0,0,0)"},
+                "marker": {"color": color, "size": 7},
+                "offsetgroup": m,
+            }
+        )
+    return _figure(
+        traces,
+        "Per teacher",
+        "teacher",
+        "student ID accuracy, % of the teacher's",
+        height=420,
+        boxmode="group",
+        barmode="group",
+        hovermode="closest",
+    )

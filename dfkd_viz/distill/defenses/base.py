@@ -66,6 +66,9 @@ class Defense:
     name: ClassVar[str] = "none"
     Params: ClassVar[type[DefenseParams]] = DefenseParams
     score_name: ClassVar[str] = "score"
+    #: whether the defense's own terms use the samples it rejects (ATEsc's forgetting does,
+    #: TA-DFKD's selection does not): the engine then adds a quarter batch of them to each draw
+    needs_rejected: ClassVar[bool] = True
 
     def __init__(self, params: DefenseParams | dict | None = None) -> None:
         self.params = params if isinstance(params, DefenseParams) else self.Params(**(params or {}))

@@ -1,0 +1,448 @@
+"""Sweeps: a grid of teachers × methods × seeds, distilled one run after another in the background.
+
+A sweep lives in ``DFKD_VIZ_HOME/sweeps/<sweep_id>/``:
+
+- ``sweep.json`` — its :class:`SweepSpec` (validated; every cell's config is validated up front);
+- ``cells.json`` — one entry per cell ``{teacher, method, seed, run_id}``, rewritten atomically
+  whenever a cell gets its run, so a crash never loses the link between a cell and its run;
+- ``runner.json`` — PID (and start time) of the process that works through the cells;
+- ``runner.log`` — that process's output.
+
+Each cell is an ordinary run in the run store (its own worker process, metrics, snapshots), so the
+Live, Runs and Decisions pages show it like any other. The runner (``python -m
+dfkd_viz.runs.sweep SWEEP_ID``) takes the cells in order — seed by seed, so a partial sweep already
+compares every method on every teacher — and skips cells whose run has finished; a cell whose run
+stopped or failed (killed worker, machine restart) is resumed from its last checkpoint. Running the
+runner again on the same sweep therefore continues where it stopped (``dfkd-viz sweep --resume ID``).
+
+The result of a cell is the student's final ID accuracy relative to its teacher's
+(``rel_acc = id_acc / teacher_id_acc``), the figure TA-DFKD's stability claim is about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dfkd_viz.errors import ConfigError, DfkdVizError, UnknownNameError
+from dfkd_viz.paths import home
+from dfkd_viz.runs.config import MAX_SECONDS, MAX_STEPS, format_validation_error, validate_config
+from dfkd_viz.runs.liveness import pid_alive, process_start_time
+
+SWEEP_ID_RE = re.compile(r"^sw-[A-Za-z0-9_.-]{1,120}$")
+MAX_CELLS = 10_000
+
+
+class SweepSpec(BaseModel):
+    """What a sweep distils: every teacher × method × seed, with a shared budget.
+
+    ``steps``/``seconds``: the budget of every run (neither: each method's default steps).
+    ``base``: further :class:`~dfkd_viz.runs.config.RunConfig` fields for every run (e.g.
+    ``{"eval_every": 20}``); ``threads`` torch threads per run (default: all cores).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    teachers: list[str] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    seconds: float | None = Field(None, gt=0, le=MAX_SECONDS)
+    threads: int | None = Field(None, ge=1, le=256)
+    embedding: bool = Field(False, description="fit each run's UMAP map (off: saves ~10 s a run)")
+    base: dict[str, Any] = Field(default_factory=dict)
+    title: str = ""
+
+    @field_validator("teachers", "methods", "seeds")
+    @classmethod
+    def _unique(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError("values must be unique")
+        return v
+
+    def cells(self) -> list[dict[str, Any]]:
+        """The grid in run order: seed-major, then teacher, then method."""
+        return [
+            {"teacher": t, "method": m, "seed": s}
+            for s in self.seeds
+            for t in self.teachers
+            for m in self.methods
+        ]
+
+    def run_config(self, cell: dict[str, Any]) -> dict[str, Any]:
+        """The raw run config of one cell."""
+        cfg = {
+            **self.base,
+            "teacher": cell["teacher"],
+            "method": cell["method"],
+            "seed": cell["seed"],
+            "embedding": self.embedding,
+        }
+        if self.threads is not None:
+            cfg["threads"] = self.threads
+        if self.steps is not None:
+            cfg["steps"] = self.steps
+        if self.seconds is not None:
+            cfg["seconds"] = self.seconds
+        return cfg
+
+
+def sweeps_dir() -> Path:
+    """Directory of the sweeps: one sub-directory per sweep."""
+    p = home() / "sweeps"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def sweep_dir(sweep_id: str) -> Path:
+    """The directory of ``sweep_id``. Raises UnknownNameError (malformed id or no such sweep)."""
+    if not isinstance(sweep_id, str) or not SWEEP_ID_RE.match(sweep_id):
+        raise UnknownNameError(f"{sweep_id!r} is not a valid sweep id")
+    d = sweeps_dir() / sweep_id
+    if not (d / "sweep.json").is_file():
+        raise UnknownNameError(f"no sweep {sweep_id!r} in {sweeps_dir()}")
+    return d
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def parse_spec(data: dict[str, Any]) -> SweepSpec:
+    """Validate a raw spec and every cell's run config.
+
+    Raises:
+        ConfigError: one sentence naming the field (or the cell) at fault.
+    """
+    if data.get("steps") is not None and data.get("seconds") is not None:
+        raise ConfigError("give either steps or seconds as the budget, not both")
+    try:
+        spec = SweepSpec(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    cells = spec.cells()
+    if len(cells) > MAX_CELLS:
+        raise ConfigError(f"a sweep has at most {MAX_CELLS} runs (got {len(cells)})")
+    checked_teachers: set[str] = set()
+    for cell in cells:
+        first = cell["teacher"] not in checked_teachers
+        checked_teachers.add(cell["teacher"])
+        try:
+            validate_config(spec.run_config(cell), check_teacher=first)
+        except ConfigError as exc:
+            raise ConfigError(f"{cell['teacher']} × {cell['method']}: {exc}") from None
+    return spec
+
+
+def create_sweep(data: dict[str, Any] | SweepSpec) -> str:
+    """Validate and store a new sweep (no run started yet); returns its id."""
+    spec = parse_spec(data.model_dump() if isinstance(data, SweepSpec) else data)
+    sweep_id = f"sw-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    d = sweeps_dir() / sweep_id
+    d.mkdir(parents=True)
+    _write_json(d / "cells.json", [{**c, "run_id": None} for c in spec.cells()])
+    # sweep.json last: a directory without it is not a sweep (a crash here leaves no half sweep)
+    _write_json(d / "sweep.json", {"spec": spec.model_dump(), "created": time.time()})
+    return sweep_id
+
+
+def load_sweep(sweep_id: str) -> tuple[SweepSpec, list[dict[str, Any]]]:
+    """``(spec, cells)`` of a sweep. Raises UnknownNameError, DfkdVizError (corrupt files)."""
+    d = sweep_dir(sweep_id)
+    try:
+        spec = SweepSpec(**json.loads((d / "sweep.json").read_text())["spec"])
+        cells = json.loads((d / "cells.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise DfkdVizError(f"sweep {sweep_id} is corrupt: {str(exc).splitlines()[0]}") from None
+    return spec, cells
+
+
+def _runner_state(d: Path) -> dict[str, Any]:
+    try:
+        return json.loads((d / "runner.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def runner_alive(sweep_id: str) -> bool:
+    """Whether the sweep's runner process is working through its cells."""
+    st = _runner_state(sweep_dir(sweep_id))
+    return pid_alive(st.get("pid"), st.get("pid_start"))
+
+
+def sweep_results(sweep_id: str) -> pd.DataFrame:
+    """One row per cell: ``teacher, method, seed, run_id, status, step, id_acc, teacher_acc,
+    rel_acc`` (student ID accuracy / teacher ID accuracy, fractions), ``ood_acc, asr, wall_s``.
+    Cells without a run have status ``pending``; a run that was deleted, ``missing``."""
+    from dfkd_viz.runs import manager
+    from dfkd_viz.teachers import card
+
+    _, cells = load_sweep(sweep_id)
+    t_acc: dict[str, float | None] = {}
+    rows = []
+    for c in cells:
+        if c["teacher"] not in t_acc:
+            try:
+                t_acc[c["teacher"]] = card(c["teacher"]).get("id_acc")
+            except DfkdVizError:
+                t_acc[c["teacher"]] = None
+        row = {**c, "status": "pending", "step": None, "id_acc": None, "ood_acc": None}
+        row.update(asr=None, wall_s=None, teacher_acc=t_acc[c["teacher"]])
+        if c.get("run_id"):
+            try:
+                info = manager.run_info(c["run_id"])
+                row.update(
+                    status=info["status"],
+                    step=info.get("step"),
+                    id_acc=info.get("id_acc"),
+                    ood_acc=info.get("ood_acc"),
+                    asr=info.get("asr"),
+                    wall_s=info.get("wall_s"),
+                )
+            except UnknownNameError:
+                row["status"] = "missing"
+            except DfkdVizError:
+                row["status"] = "corrupt"
+        ta = row["teacher_acc"]
+        row["rel_acc"] = row["id_acc"] / ta if row["id_acc"] is not None and ta else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_status(sweep_id: str, results: pd.DataFrame | None = None) -> dict[str, Any]:
+    """``{sweep_id, state, done, total, current, spec, created}``; state is ``running`` (runner
+    alive), ``finished`` (every cell's run finished) or ``stopped`` (neither: resume it)."""
+    d = sweep_dir(sweep_id)
+    spec, _ = load_sweep(sweep_id)
+    df = sweep_results(sweep_id) if results is None else results
+    done = int((df["status"] == "finished").sum())
+    alive = runner_alive(sweep_id)
+    state = "running" if alive else ("finished" if done == len(df) else "stopped")
+    current = df[df["status"].isin(["queued", "running"])]
+    meta = json.loads((d / "sweep.json").read_text())
+    return {
+        "sweep_id": sweep_id,
+        "state": state,
+        "done": done,
+        "total": len(df),
+        "current": current.iloc[0]["run_id"] if len(current) else None,
+        "spec": spec.model_dump(),
+        "created": meta.get("created"),
+        "error": _runner_state(d).get("error"),
+    }
+
+
+def list_sweeps() -> list[dict[str, Any]]:
+    """Status of every sweep, newest first; a corrupt sweep is listed with state ``corrupt``."""
+    out = []
+    for d in sorted(sweeps_dir().iterdir(), key=lambda p: p.name, reverse=True):
+        if not d.is_dir() or not SWEEP_ID_RE.match(d.name) or not (d / "sweep.json").exists():
+            continue
+        try:
+            out.append(sweep_status(d.name))
+        except DfkdVizError as exc:
+            out.append({"sweep_id": d.name, "state": "corrupt", "error": str(exc)})
+    return out
+
+
+def summarize(df: pd.DataFrame) -> dict[str, Any]:
+    """Stability figures of finished cells, on ``rel_acc`` in percent of the teacher's accuracy.
+
+    Returns ``{"methods": {method: {mean, std, min, max, n, worst: {teacher, seed}}},
+    "cells": [{teacher, method, mean, std, min, n}], "best_method", "worst_method"}`` — best = the
+    highest minimum (the stability TA-DFKD claims), ties broken by the mean.
+    """
+    fin = df[(df["status"] == "finished") & df["rel_acc"].notna()].copy()
+    fin["rel"] = 100.0 * fin["rel_acc"].astype(float)
+    methods: dict[str, Any] = {}
+    for m, g in fin.groupby("method", sort=False):
+        w = g.loc[g["rel"].idxmin()]
+        methods[m] = {
+            "mean": float(g["rel"].mean()),
+            "std": float(g["rel"].std(ddof=1)) if len(g) > 1 else 0.0,
+            "min": float(g["rel"].min()),
+            "max": float(g["rel"].max()),
+            "n": len(g),
+            "worst": {"teacher": w["teacher"], "seed": int(w["seed"])},
+        }
+    cells = [
+        {
+            "teacher": t,
+            "method": m,
+            "mean": float(g["rel"].mean()),
+            "std": float(g["rel"].std(ddof=1)) if len(g) > 1 else 0.0,
+            "min": float(g["rel"].min()),
+            "n": len(g),
+        }
+        for (t, m), g in fin.groupby(["teacher", "method"], sort=False)
+    ]
+    ranked = sorted(methods, key=lambda m: (methods[m]["min"], methods[m]["mean"]))
+    return {
+        "methods": methods,
+        "cells": cells,
+        "best_method": ranked[-1] if ranked else None,
+        "worst_method": ranked[0] if ranked else None,
+    }
+
+
+# ---------------------------------------------------------------------------------- the runner
+_STOP = {"flag": False}
+
+
+def _on_signal(signum, frame) -> None:
+    _STOP["flag"] = True
+
+
+@contextlib.contextmanager
+def _exclusive(d: Path):
+    with open(d / ".runner.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DfkdVizError(f"sweep {d.name} is already being run by another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_sweep(sweep_id: str, progress: Callable[[int, int, dict], None] | None = None) -> str:
+    """Work through the sweep's cells in this process (each run in its own worker); returns
+    ``"finished"``, ``"stopped"`` (SIGTERM/SIGINT: the current run is stopped at a checkpoint)
+    or ``"incomplete"`` (some run failed; its error is in the run's events).
+
+    Raises:
+        DfkdVizError: another process is already running this sweep; UnknownNameError.
+    """
+
+    d = sweep_dir(sweep_id)
+    spec, cells = load_sweep(sweep_id)
+    with _exclusive(d):
+        me = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid())}
+        _write_json(d / "runner.json", me)
+        result = "stopped"
+        try:
+            result = _run_cells(d, spec, cells, progress)
+        finally:  # this process no longer runs the sweep (liveness must not say so)
+            _write_json(d / "runner.json", {"pid": None, "ended": time.time(), "result": result})
+    return result
+
+
+def _run_cells(
+    d: Path, spec: SweepSpec, cells: list[dict], progress: Callable[[int, int, dict], None] | None
+) -> str:
+    from dfkd_viz.runs import manager
+    from dfkd_viz.runs.store import ACTIVE_STATES
+
+    failed = 0
+    for i, cell in enumerate(cells):
+        if _STOP["flag"]:
+            return "stopped"
+        run_id = cell.get("run_id")
+        state = None
+        if run_id:
+            try:
+                state = manager.effective_status(run_id)["state"]
+            except DfkdVizError:  # deleted (UnknownNameError) or corrupt: distil the cell anew
+                run_id = None
+        if state == "finished":
+            continue
+        if progress:
+            progress(i, len(cells), cell)
+        if run_id and state in ACTIVE_STATES:
+            pass  # a worker is still on it (the previous runner died): wait for it
+        elif run_id:
+            manager.resume(run_id)
+        else:
+            run_id = manager.create_run(spec.run_config(cell))
+            cell["run_id"] = run_id
+            _write_json(d / "cells.json", cells)
+            manager.start_worker(run_id)
+        while True:
+            st = manager.effective_status(run_id)
+            if st["state"] not in ACTIVE_STATES:
+                break
+            if _STOP["flag"]:
+                manager.stop(run_id, wait_s=30.0)
+                return "stopped"
+            time.sleep(0.5)
+        if st["state"] != "finished":
+            failed += 1
+    if progress:
+        progress(len(cells), len(cells), {})
+    return "incomplete" if failed else "finished"
+
+
+def start_runner(sweep_id: str) -> int:
+    """Spawn the detached runner process of ``sweep_id`` (its own session: it outlives the CLI
+    or the app); returns its PID. Raises DfkdVizError when a runner is already alive."""
+    d = sweep_dir(sweep_id)
+    if runner_alive(sweep_id):
+        raise DfkdVizError(f"sweep {sweep_id} is already running")
+    cmd = [sys.executable, "-m", "dfkd_viz.runs.sweep", sweep_id]
+    with open(d / "runner.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            start_new_session=True,
+        )
+    # recorded here too, so the sweep shows as running before the child has written its own
+    _write_json(d / "runner.json", {"pid": proc.pid, "pid_start": process_start_time(proc.pid)})
+    return proc.pid
+
+
+def stop_sweep(sweep_id: str, wait_s: float = 0.0) -> None:
+    """Ask the runner to stop (it stops the current run at a checkpoint; resume continues)."""
+    st = _runner_state(sweep_dir(sweep_id))
+    if pid_alive(st.get("pid"), st.get("pid_start")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st["pid"], signal.SIGTERM)
+    deadline = time.time() + wait_s
+    while time.time() < deadline and runner_alive(sweep_id):
+        time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m dfkd_viz.runs.sweep SWEEP_ID", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    d = sweep_dir(args[0])
+
+    def log(i: int, n: int, cell: dict) -> None:
+        what = f"{cell['teacher']} × {cell['method']} seed {cell['seed']}" if cell else "done"
+        print(f"{time.strftime('%H:%M:%S')} cell {min(i + 1, n)}/{n}: {what}", flush=True)
+
+    try:
+        result = run_sweep(args[0], log)
+    except Exception as exc:  # recorded for the app and the CLI, not just the log
+        st = _runner_state(d)
+        _write_json(d / "runner.json", {**st, "error": str(exc).splitlines()[0]})
+        raise
+    print(f"sweep {args[0]}: {result}", flush=True)
+    return 0 if result == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
