@@ -2,7 +2,7 @@
 different character, 3 seeds, through the product's own sweep (every run an ordinary run).
 
     python benchmarks/stability.py                      # create and run the sweep (resumable)
-    python benchmarks/stability.py --sweep SWEEP_ID     # summarise (and finish) an existing one
+    python benchmarks/stability.py --sweep ID [ID ...]  # summarise (and finish) existing ones
 
 Writes ``benchmarks/results/stability.json`` and prints the README's tables: per teacher the
 student's ID accuracy in % of the teacher's (mean ± std over seeds, and the worst seed), and per
@@ -17,6 +17,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from dfkd_viz.runs import sweep as sw
 
 FAMILY = [
@@ -30,8 +32,28 @@ FAMILY = [
 ]
 
 
+def class_coverage(run_id: str) -> float | None:
+    """Normalised entropy (0–1) of the teacher's labels over the run's last snapshot of
+    synthetic samples: 1 = every class equally often, 0 = one class."""
+    import numpy as np
+
+    from dfkd_viz.runs import manager
+    from dfkd_viz.runs.store import RunReader
+
+    with RunReader(manager.run_dir(run_id)) as r:
+        steps = r.snapshot_steps()
+        if not steps:
+            return None
+        labels = r.samples(steps[-1])["teacher_label"].to_numpy()
+    k = max(10, int(labels.max()) + 1)
+    p = np.bincount(labels, minlength=k) / len(labels)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum() / np.log(k))
+
+
 def tables(df) -> str:
-    fin = df[df["status"] == "finished"]
+    fin = df[df["status"] == "finished"].copy()
+    fin["coverage"] = [class_coverage(r) for r in fin["run_id"]]
     methods = list(dict.fromkeys(fin["method"]))
     out = ["| teacher | teacher ID acc | " + " | ".join(methods) + " |"]
     out.append("|---|---|" + "---|" * len(methods))
@@ -48,47 +70,55 @@ def tables(df) -> str:
         out.append(f"| {t} | {100 * g['teacher_acc'].iloc[0]:.1f} % | " + " | ".join(cells) + " |")
     out += [
         "",
-        "| method | runs | mean | std | min | worst case | s per run |",
-        "|---|---|---|---|---|---|---|",
+        "| method | runs | mean | std | min | worst case | s per run | class coverage |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     summ = sw.summarize(df)
     for m, v in summ["methods"].items():
-        wall = fin[fin["method"] == m]["wall_s"].median()
+        g = fin[fin["method"] == m]
         out.append(
             f"| {m} | {v['n']} | {v['mean']:.1f} | {v['std']:.1f} | {v['min']:.1f} | "
-            f"{v['worst']['teacher']} seed {v['worst']['seed']} | {wall:.0f} |"
+            f"{v['worst']['teacher']} seed {v['worst']['seed']} | {g['wall_s'].median():.0f} | "
+            f"{g['coverage'].mean():.2f} |"
         )
     return "\n".join(out)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sweep", help="an existing sweep to finish and summarise")
+    ap.add_argument(
+        "--sweep", nargs="+", help="existing sweeps to finish and summarise (results merged)"
+    )
     ap.add_argument("--teachers", nargs="+", default=FAMILY)
     ap.add_argument("--methods", nargs="+", default=["dfq", "tadfkd"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/stability.json"))
     args = ap.parse_args()
-    sweep_id = args.sweep or sw.create_sweep(
-        {
-            "teachers": args.teachers,
-            "methods": args.methods,
-            "seeds": args.seeds,
-            "steps": args.steps,
-            "base": {"eval_every": 20},
-        }
-    )
-    print(f"sweep {sweep_id}", file=sys.stderr)
-    if not sw.runner_alive(sweep_id):
-        sw.run_sweep(sweep_id, lambda i, n, c: print(f"cell {i + 1}/{n} {c}", file=sys.stderr))
-    else:
-        print("its runner is alive elsewhere: summarising what has finished", file=sys.stderr)
-    df = sw.sweep_results(sweep_id)
+    sweep_ids = args.sweep or [
+        sw.create_sweep(
+            {
+                "teachers": args.teachers,
+                "methods": args.methods,
+                "seeds": args.seeds,
+                "steps": args.steps,
+                "base": {"eval_every": 20},
+            }
+        )
+    ]
+    frames = []
+    for sweep_id in sweep_ids:
+        print(f"sweep {sweep_id}", file=sys.stderr)
+        if not sw.runner_alive(sweep_id):
+            sw.run_sweep(sweep_id, lambda i, n, c: print(f"cell {i + 1}/{n} {c}", file=sys.stderr))
+        else:
+            print("its runner is alive elsewhere: summarising what has finished", file=sys.stderr)
+        frames.append(sw.sweep_results(sweep_id))
+    df = pd.concat(frames, ignore_index=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = df.astype(object).where(df.notna(), None).to_dict("records")
     args.out.write_text(
-        json.dumps({"sweep_id": sweep_id, "summary": sw.summarize(df), "rows": rows}, indent=1)
+        json.dumps({"sweeps": sweep_ids, "summary": sw.summarize(df), "rows": rows}, indent=1)
     )
     print(tables(df))
     return 0

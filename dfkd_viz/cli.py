@@ -132,6 +132,7 @@ def cmd_teachers_train(args) -> int:
 
 # ------------------------------------------------------------------------------- presets
 def cmd_presets(args) -> int:
+    from dfkd_viz.distill.methods import METHODS
     from dfkd_viz.runs.presets import PRESETS
 
     items = [
@@ -150,9 +151,8 @@ def cmd_presets(args) -> int:
     for p in items:
         cfg = p["config"]
         budget = f"{cfg['steps']} steps" if "steps" in cfg else f"{cfg.get('seconds')} s"
-        print(
-            f"{p['name']:18} {cfg['teacher']:28} {cfg['method']:8} {cfg.get('defense', 'none'):10} {budget}"
-        )
+        defense = cfg.get("defense") or METHODS.get(cfg["method"]).default_defense or "none"
+        print(f"{p['name']:18} {cfg['teacher']:28} {cfg['method']:8} {defense:10} {budget}")
         print(f"{'':18} {p['description']}")
     return 0
 
@@ -653,7 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="distil a grid of teachers × methods × seeds, one run after another (resumable)",
     )
     sw.add_argument("--teachers", nargs="+", metavar="ID")
-    sw.add_argument("--methods", nargs="+", metavar="NAME")
+    sw.add_argument(
+        "--methods", nargs="+", metavar="NAME", help="methods, or METHOD+DEFENSE (dfq+ta-select)"
+    )
     sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="K")
     sbudget = sw.add_mutually_exclusive_group()
     sbudget.add_argument("--steps", type=int, help="steps per run (default: each method's)")
@@ -690,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `dfkd-viz … | head` ends quietly, as Unix tools do (no BrokenPipeError traceback)
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     if args.data_dir:
         import os

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from dfkd_viz.distill.methods import METHODS
 from dfkd_viz.runs.presets import PRESETS
 from pages import _ui as ui
 
@@ -44,7 +45,8 @@ for row in range(0, len(cards), 3):
             st.markdown(f"**{p.title}**  \n`{p.name}`")
             st.markdown(p.description)
             st.caption(
-                f"teacher {cfg['teacher']} · {cfg['method']} · defense {cfg.get('defense', 'none')} · {budget}"
+                f"teacher {cfg['teacher']} · {cfg['method']} · defense "
+                f"{cfg.get('defense') or METHODS.get(cfg['method']).default_defense or 'none'} · {budget}"
             )
             if st.button("Run this scenario", key=f"preset_{p.name}", icon=":material/play_arrow:"):
                 ui.start_demo(p.name)

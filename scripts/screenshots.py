@@ -3,6 +3,7 @@ for a run in headless Chromium and saves full-page PNGs.
 
     python scripts/screenshots.py --run RUN_ID --pages live decisions embeddings saliency \\
         [--suffix -atesc] [--out assets/screenshots] [--url http://127.0.0.1:8501]
+    python scripts/screenshots.py --sweep SWEEP_ID --pages sweeps
 
 Needs Playwright (``pip install playwright``) and Debian's Chromium at /usr/bin/chromium (``make
 chromium``); never downloads a browser. Waits for each page's charts to settle before the shot.
@@ -71,7 +72,8 @@ def _serve() -> tuple[subprocess.Popen, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", help="the run the pages show (?run=)")
+    ap.add_argument("--sweep", help="the sweep the Sweeps page shows (?sweep=)")
     ap.add_argument("--pages", nargs="+", default=["live", "decisions", "embeddings", "saliency"])
     ap.add_argument("--suffix", default="")
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshots")
@@ -95,7 +97,10 @@ def main() -> int:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
             for name in args.pages:
-                page.goto(f"{url}/{name}?run={args.run}")
+                query = "&".join(
+                    f"{k}={v}" for k, v in (("run", args.run), ("sweep", args.sweep)) if v
+                )
+                page.goto(f"{url}/{name}?{query}")
                 page.wait_for_selector("h1", timeout=60000)
                 page.wait_for_load_state("networkidle")
                 time.sleep(args.settle)

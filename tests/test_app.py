@@ -166,7 +166,7 @@ def test_decisions_page_shows_tadfkd_mixture(home):
     at = _run_page("pages/decisions.py", rid)
     _assert_clean(at)
     titles = [c.proto.spec for c in at.get("plotly_chart")]
-    assert any("fitted mixture" in t and "posterior 0.5" in t for t in titles)
+    assert any("mixture on the teacher's loss" in t and "posterior 0.5" in t for t in titles)
 
 
 def test_decisions_page_without_defense_says_so(home):
@@ -182,6 +182,12 @@ def test_setup_validates_and_lists_the_zoo(home):
     labels = [s.label for s in at.selectbox]
     assert {"Dataset", "Teacher", "Method", "Defense"} <= set(labels)
     assert any("Ready" in s.value for s in at.success)
+    # choosing TA-DFKD brings its own selection as the default defense
+    next(s for s in at.selectbox if s.label == "Method").set_value("tadfkd")
+    at.run()
+    _assert_clean(at)
+    assert next(s for s in at.selectbox if s.label == "Defense").value == "ta-select"
+    assert any("tadfkd · defense ta-select" in s.value for s in at.success)
 
 
 def test_runs_page_lists_and_compares(home):

@@ -190,6 +190,7 @@ def test_deep_link_first_request_and_the_demo_flow(server, browser):
         ("/decisions", "Defense decisions"),
         ("/embeddings", "Embeddings: where synthetic samples fall"),
         ("/saliency", "Trigger saliency"),
+        ("/sweeps", "Sweeps"),
     ):
         page.goto(server + path + f"?run={run_id}")
         page.wait_for_selector(f"text={marker}", timeout=60000)

@@ -38,6 +38,7 @@ def _spec(tiny_run, **over):
     ("over", "needle"),
     [
         ({"methods": ["dfq", "nope"]}, "mnist-clean × nope: method must be one of"),
+        ({"methods": ["dfq+nope"]}, "defense must be one of"),
         ({"teachers": ["nope"]}, "unknown teacher 'nope'"),
         ({"seeds": [0, 0]}, "seeds: values must be unique"),
         ({"teachers": []}, "teachers"),
@@ -62,7 +63,10 @@ def test_cells_are_seed_major_and_configs_complete(tiny_run):
     ]
     cfg = spec.run_config(cells[1])
     assert cfg["steps"] == 3 and cfg["threads"] == 1 and cfg["embedding"] is False
-    assert cfg["batch_size"] == tiny_run["batch_size"]
+    assert cfg["batch_size"] == tiny_run["batch_size"] and "defense" not in cfg
+    both = sw.SweepSpec(**_spec(tiny_run, methods=["dfq+ta-select"]))
+    cfg = both.run_config(both.cells()[0])
+    assert (cfg["method"], cfg["defense"]) == ("dfq", "ta-select")
 
 
 def test_unknown_and_malformed_sweep_ids():

@@ -50,6 +50,9 @@ MAX_CELLS = 10_000
 class SweepSpec(BaseModel):
     """What a sweep distils: every teacher × method × seed, with a shared budget.
 
+    A ``methods`` entry is a method name, or ``METHOD+DEFENSE`` to compare a method with and
+    without a defense (e.g. ``["dfq", "dfq+ta-select", "tadfkd"]``).
+
     ``steps``/``seconds``: the budget of every run (neither: each method's default steps).
     ``base``: further :class:`~dfkd_viz.runs.config.RunConfig` fields for every run (e.g.
     ``{"eval_every": 20}``); ``threads`` torch threads per run (default: all cores).
@@ -84,14 +87,18 @@ class SweepSpec(BaseModel):
         ]
 
     def run_config(self, cell: dict[str, Any]) -> dict[str, Any]:
-        """The raw run config of one cell."""
+        """The raw run config of one cell (a method entry ``"dfq+ta-select"`` names a method
+        and a defense; a bare method gets its own default defense)."""
+        method, _, defense = cell["method"].partition("+")
         cfg = {
             **self.base,
             "teacher": cell["teacher"],
-            "method": cell["method"],
+            "method": method,
             "seed": cell["seed"],
             "embedding": self.embedding,
         }
+        if defense:
+            cfg["defense"] = defense
         if self.threads is not None:
             cfg["threads"] = self.threads
         if self.steps is not None:

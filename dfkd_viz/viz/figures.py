@@ -578,7 +578,7 @@ def gmm_selection(norm_loss: Iterable[float], keep: Iterable[bool], gmm: np.ndar
             )
     return _figure(
         traces,
-        "Teacher verification: normalised teacher loss and the fitted mixture",
+        "Teacher verification (mixture on the teacher's loss)",
         "normalised teacher loss CE(T(x), argmax T(x)) (0 = most certain)",
         "number of samples",
         height=380,
@@ -685,10 +685,12 @@ def sweep_by_teacher(df: pd.DataFrame, value: str = "rel_acc") -> go.Figure:
     return _figure(
         traces,
         "Per teacher",
-        "teacher",
+        "",
         "student ID accuracy, % of the teacher's",
-        height=420,
+        height=440,
         boxmode="group",
         barmode="group",
         hovermode="closest",
+        legend={"orientation": "v", "yanchor": "top", "y": 1, "xanchor": "left", "x": 1.02},
+        margin={"l": 60, "r": 20, "t": 50, "b": 100},
     )

@@ -134,7 +134,9 @@ class TASelect(Defense):
 
     name = "ta-select"
     Params = TASelectParams
-    score_name: ClassVar[str] = "posterior of the teacher-verified (low-loss) component"
+    score_name: ClassVar[str] = (
+        "clean posterior: posterior of the teacher-verified (low-loss) component"
+    )
     needs_rejected: ClassVar[bool] = False
 
     def __init__(self, params=None) -> None:
