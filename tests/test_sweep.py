@@ -2,6 +2,7 @@
 stability summary, the CLI and the Sweeps page."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -185,3 +186,20 @@ def test_cli_sweep_rejects_bad_input_in_one_sentence(trained_home):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run([*CLI, "sweep", "--resume", "sw-nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "no sweep 'sw-nope'" in r.stderr
+
+
+def test_a_second_runner_is_turned_away_without_touching_the_first(tiny_run):
+    sweep_id = sw.create_sweep(_spec(tiny_run))  # an untrained zoo teacher validates too
+    d = sw.sweep_dir(sweep_id)
+    (d / "runner.json").write_text(json.dumps({"pid": 12345, "pid_start": "x"}))
+    with sw._exclusive(d):  # as a live runner holds it
+        with pytest.raises(sw.SweepBusyError):
+            sw.run_sweep(sweep_id)
+        old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        try:
+            assert sw.main([sweep_id]) == 2
+        finally:  # main() installs the runner's handlers: give pytest its own back
+            signal.signal(signal.SIGINT, old[0])
+            signal.signal(signal.SIGTERM, old[1])
+    assert json.loads((d / "runner.json").read_text()) == {"pid": 12345, "pid_start": "x"}
+    assert all(c["run_id"] is None for c in sw.load_sweep(sweep_id)[1])  # nothing started

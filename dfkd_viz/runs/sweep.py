@@ -43,6 +43,11 @@ from dfkd_viz.paths import home
 from dfkd_viz.runs.config import MAX_SECONDS, MAX_STEPS, format_validation_error, validate_config
 from dfkd_viz.runs.liveness import pid_alive, process_start_time
 
+
+class SweepBusyError(DfkdVizError):
+    """Another process is already running this sweep."""
+
+
 SWEEP_ID_RE = re.compile(r"^sw-[A-Za-z0-9_.-]{1,120}$")
 MAX_CELLS = 10_000
 
@@ -322,7 +327,9 @@ def _exclusive(d: Path):
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DfkdVizError(f"sweep {d.name} is already being run by another process") from None
+            raise SweepBusyError(
+                f"sweep {d.name} is already being run by another process"
+            ) from None
         try:
             yield
         finally:
@@ -443,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = run_sweep(args[0], log)
+    except SweepBusyError as exc:  # another runner has the sweep: leave its record alone
+        print(f"sweep {args[0]}: {exc}", file=sys.stderr, flush=True)
+        return 2
     except Exception as exc:  # recorded for the app and the CLI, not just the log
         st = _runner_state(d)
         _write_json(d / "runner.json", {**st, "error": str(exc).splitlines()[0]})
