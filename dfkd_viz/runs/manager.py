@@ -69,22 +69,29 @@ def create_run(cfg: RunConfig | dict[str, Any]) -> str:
     return run_id
 
 
-def start_worker(run_id: str, resume: bool = False) -> int:
-    """Spawn the detached worker of ``run_id``; returns its PID."""
-    d = run_dir(run_id)
-    cmd = [sys.executable, "-m", "dfkd_viz.runs.worker", str(d)] + (["--resume"] if resume else [])
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(d / "worker.log", "ab") as log:
+def spawn_detached(cmd: list[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """Start ``cmd`` in its own session (it outlives the CLI or the app that started it), output
+    appended to ``log_path``; the child is reaped later by :func:`_reap`, so liveness checks never
+    see it as a zombie of this process."""
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=d,
-            env=env,
+            cwd=cwd,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
             start_new_session=True,
         )
     _children[proc.pid] = proc
+    return proc
+
+
+def start_worker(run_id: str, resume: bool = False) -> int:
+    """Spawn the detached worker of ``run_id``; returns its PID."""
+    d = run_dir(run_id)
+    cmd = [sys.executable, "-m", "dfkd_viz.runs.worker", str(d)] + (["--resume"] if resume else [])
+    proc = spawn_detached(cmd, d / "worker.log", cwd=d)
     w = RunWriter(d)
     w.mark_spawned(proc.pid, process_start_time(proc.pid))
     w.close()

@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -379,15 +378,14 @@ def _run_cells(
             continue
         if progress:
             progress(i, len(cells), cell)
-        if run_id and state in ACTIVE_STATES:
-            pass  # a worker is still on it (the previous runner died): wait for it
-        elif run_id:
-            manager.resume(run_id)
-        else:
+        if not run_id:
             run_id = manager.create_run(spec.run_config(cell))
             cell["run_id"] = run_id
             _write_json(d / "cells.json", cells)
             manager.start_worker(run_id)
+        elif state not in ACTIVE_STATES:  # stopped or failed: continue from its checkpoint
+            manager.resume(run_id)
+        # (an active run: its worker outlived the previous runner; wait for it below)
         while True:
             st = manager.effective_status(run_id)
             if st["state"] not in ACTIVE_STATES:
@@ -409,16 +407,10 @@ def start_runner(sweep_id: str) -> int:
     d = sweep_dir(sweep_id)
     if runner_alive(sweep_id):
         raise DfkdVizError(f"sweep {sweep_id} is already running")
+    from dfkd_viz.runs.manager import spawn_detached
+
     cmd = [sys.executable, "-m", "dfkd_viz.runs.sweep", sweep_id]
-    with open(d / "runner.log", "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            start_new_session=True,
-        )
+    proc = spawn_detached(cmd, d / "runner.log")
     # recorded here too, so the sweep shows as running before the child has written its own
     _write_json(d / "runner.json", {"pid": proc.pid, "pid_start": process_start_time(proc.pid)})
     return proc.pid
