@@ -25,6 +25,12 @@ PAGES = [
         "pages/saliency.py", title="Saliency", icon=":material/visibility:", url_path="saliency"
     ),
     st.Page("pages/sweeps.py", title="Sweeps", icon=":material/grid_view:", url_path="sweeps"),
+    st.Page(
+        "pages/out_of_domain.py",
+        title="Out-of-domain",
+        icon=":material/swap_horiz:",
+        url_path="out-of-domain",
+    ),
     st.Page("pages/teachers.py", title="Teachers", icon=":material/school:", url_path="teachers"),
 ]
 

@@ -40,7 +40,8 @@ def run_one(
     **extra,
 ) -> dict:
     """Distil once (no store, evaluation at the end only) and return the final metrics:
-    ``id_acc``, ``ood_acc``, ``asr``, ``trigger_loc`` (fractions or None), ``steps``, ``wall_s``."""
+    ``id_acc``, ``ood_acc``, ``asr``, ``trigger_loc``, ``student_domain_acc`` (fractions or None),
+    ``steps``, ``wall_s``."""
     name, params = parse_defense(defense)
     cfg = {
         "teacher": teacher,
@@ -61,6 +62,7 @@ def run_one(
         "ood_acc": final["ood_acc"],
         "asr": final["asr"],
         "trigger_loc": final.get("trigger_loc"),
+        "student_domain_acc": final.get("student_domain_acc"),
         "steps": final["step"],
         "wall_s": time.perf_counter() - t0,
     }

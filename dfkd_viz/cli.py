@@ -194,6 +194,8 @@ def _run_summary(run_id: str) -> dict[str, Any]:
         "id_acc": info.get("id_acc"),
         "ood_acc": info.get("ood_acc"),
         "asr": info.get("asr"),
+        "student_domain": cfg.get("student_domain"),
+        "student_domain_acc": info.get("student_domain_acc"),
         "teacher_id_acc": t_acc,
         "it_s": info.get("it_s"),
         "device": info.get("device"),

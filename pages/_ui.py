@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import streamlit as st
@@ -23,6 +23,7 @@ PAGE_FILES = {
     "decisions": "pages/decisions.py",
     "embeddings": "pages/embeddings.py",
     "sweeps": "pages/sweeps.py",
+    "out-of-domain": "pages/out_of_domain.py",
     "teachers": "pages/teachers.py",
 }
 
@@ -124,10 +125,15 @@ def teacher_card(teacher_id: str) -> dict[str, Any] | None:
     return None
 
 
-def pick_run(label: str = "Run", key: str = "run_pick") -> str | None:
-    """The run to show: ``?run=`` in the URL, else a choice among the runs (newest first).
-    Keeps the URL in sync so the view can be shared."""
-    runs = [r for r in cached_runs() if r.get("status") != "corrupt"]
+def pick_run(
+    label: str = "Run", key: str = "run_pick", where: Callable[[dict], bool] | None = None
+) -> str | None:
+    """The run to show: ``?run=`` in the URL, else a choice among the runs (newest first; only
+    those for which ``where(run_info)`` holds, when given). Keeps the URL in sync so the view can
+    be shared."""
+    runs = [
+        r for r in cached_runs() if r.get("status") != "corrupt" and (where is None or where(r))
+    ]
     ids = [r["run_id"] for r in runs]
     wanted = st.query_params.get("run")
     if wanted and wanted not in ids:
@@ -182,13 +188,13 @@ def eta_text(info: dict[str, Any]) -> str:
     return f"{wall:.0f} s elapsed · about {remaining:.0f} s left"
 
 
-def empty_state(message: str, *, setup: bool = True) -> None:
+def empty_state(message: str, *, setup: bool = True, demo: str = "clean-dfq") -> None:
     st.info(message, icon=":material/info:")
     cols = st.columns(3)
     if cols[0].button(
         "Start the demo", type="primary", icon=":material/play_arrow:", key="empty_demo"
     ):
-        start_demo()
+        start_demo(demo)
     if setup and cols[1].button("Set up a run", icon=":material/tune:", key="empty_setup"):
         go("setup")
 
@@ -220,12 +226,17 @@ def profiled(name: str) -> Iterator[None]:
                 fh.write(f"{name}\t{(time.perf_counter() - t0) * 1000:.2f}\n")
 
 
-def load_run(empty_message: str) -> tuple[str, dict[str, Any]]:
-    """The run picked for this page and its info; shows the empty state (or a warning for an
-    unreadable run) and stops the page when there is nothing to show."""
-    run_id = pick_run()
+def load_run(
+    empty_message: str,
+    where: Callable[[dict], bool] | None = None,
+    demo: str = "clean-dfq",
+) -> tuple[str, dict[str, Any]]:
+    """The run picked for this page (among those ``where`` accepts) and its info; shows the empty
+    state (its demo button starts the preset ``demo``) or a warning for an unreadable run, and
+    stops the page when there is nothing to show."""
+    run_id = pick_run(where=where)
     if run_id is None:
-        empty_state(empty_message)
+        empty_state(empty_message, demo=demo)
         st.stop()
     try:
         return run_id, manager.run_info(run_id)

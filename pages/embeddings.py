@@ -24,6 +24,18 @@ if cfg.get("embedding") is False:
         icon=":material/info:",
     )
     st.stop()
+if cfg.get("student_domain"):
+    st.caption(
+        f"Out-of-domain run: the real OOD points are the student's own domain "
+        f"(**{cfg['student_domain']}** test split). "
+        + (
+            "Snapshots of AuG-KD's anchor and mixup stages hold the mixed images of fixed "
+            "student-domain samples: anchored, they sit among the teacher's ID clusters; as the "
+            "mixup weight s climbs to 1 they move back onto the student-domain points."
+            if cfg["method"] == "augkd"
+            else ""
+        )
+    )
 
 c1, c2 = st.columns([2, 3])
 color_by = c1.radio(

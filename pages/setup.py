@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from dfkd_viz.data import domain_names
 from dfkd_viz.distill.defenses import DEFENSES
 from dfkd_viz.distill.methods import METHODS
 from dfkd_viz.errors import DfkdVizError
@@ -60,6 +61,32 @@ with left:
         key=f"d_{preset}_{method}",
         help="tadfkd brings its own selection (ta-select); any method can use it as a defense",
     )
+    student_domain, sd_samples = None, None
+    needs_sd = getattr(METHODS.get(method), "needs_student_data", False)
+    if needs_sd or base.get("student_domain"):
+        # out-of-domain KD: the student's own labelled domain (AuG-KD and its baselines)
+        d1, d2 = st.columns(2)
+        domains = [d for d in domain_names() if d != dataset]
+        options = domains if needs_sd else ["(none)", *domains]
+        wanted = base.get("student_domain") or "mnist-m"
+        student_domain = d1.selectbox(
+            "Student domain",
+            options,
+            index=options.index(wanted) if wanted in options else 0,
+            key=f"sd_{preset}_{method}",
+            help="the student's labelled samples come from this domain's train split; it is "
+            "scored on its test split (student-domain accuracy)",
+        )
+        sd_samples = d2.number_input(
+            "Labelled student-domain samples",
+            min_value=10,
+            max_value=100_000,
+            value=int(base.get("student_domain_samples", 300)),
+            step=50,
+            key=f"sdn_{preset}",
+        )
+        if student_domain == "(none)":
+            student_domain, sd_samples = None, None
     b1, b2, b3 = st.columns(3)
     kind = b1.radio(
         "Budget in",
@@ -123,6 +150,8 @@ raw = {
     "threads": int(threads) or None,
     ("steps" if kind == "steps" else "seconds"): budget,
 }
+if student_domain:
+    raw.update(student_domain=student_domain, student_domain_samples=int(sd_samples))
 if preset != "(none)":
     raw["preset"] = preset
     for key in ("method_params", "defense_params", "ood_domain", "trigger"):

@@ -53,6 +53,8 @@ class EvalSuite:
             (:func:`dfkd_viz.analysis.saliency.trigger_localisation`) is averaged over; 0 = off.
         dataset, ood_domain: the names behind ``id_test`` and ``ood_test`` (for analyses that
             need the *training* splits, e.g. the ``domain-oracle`` defense), or None.
+        student_test: the student domain's test split (out-of-domain KD, ``student_domain_acc``),
+            or None.
     """
 
     id_test: ImageDataset
@@ -62,18 +64,22 @@ class EvalSuite:
     dataset: str | None = None
     ood_domain: str | None = None
     loc_images: int = 32
+    student_test: ImageDataset | None = None
     _asr_set: ImageDataset | None = field(default=None, repr=False)
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
-        """``id_acc``, ``ood_acc``, ``asr`` of ``model`` as fractions, and ``trigger_loc`` (share
-        of the Integrated-Gradients mass inside the trigger on triggered test images, for a local
-        trigger) — None where not applicable."""
+        """``id_acc``, ``ood_acc``, ``asr``, ``student_domain_acc`` of ``model`` as fractions, and
+        ``trigger_loc`` (share of the Integrated-Gradients mass inside the trigger on triggered test
+        images, for a local trigger) — None where not applicable."""
         out: dict[str, float | None] = {
             "id_acc": accuracy(model, self.id_test),
             "ood_acc": None,
             "asr": None,
             "trigger_loc": None,
+            "student_domain_acc": None,
         }
+        if self.student_test is not None:
+            out["student_domain_acc"] = accuracy(model, self.student_test)
         if self.ood_test is not None:
             out["ood_acc"] = accuracy(model, self.ood_test)
         if self.trigger is not None:
@@ -493,6 +499,10 @@ class Engine:
             mods.append(("student_ema.", self.student_ema))
         return mods
 
+    def _optimizers(self) -> list[tuple[str, torch.optim.Optimizer]]:
+        """The optimisers a checkpoint holds, by name (subclasses add theirs)."""
+        return [("opt_g", self.opt_g), ("opt_s", self.opt_s)]
+
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """``(tensors, meta)``: generator, student, both optimisers, defense state and RNG as
         tensors (for safetensors), step counters and optimiser hyper-parameters as JSON-able meta."""
@@ -501,7 +511,7 @@ class Engine:
             for k, v in mod.state_dict().items():
                 tensors[prefix + k] = v.detach().cpu().contiguous()
         meta: dict[str, Any] = {"step": self.step, "wall_s": self.wall_s}
-        for name, opt in (("opt_g", self.opt_g), ("opt_s", self.opt_s)):
+        for name, opt in self._optimizers():
             sd = opt.state_dict()
             for pid, st in sd["state"].items():
                 for k, v in st.items():
@@ -518,7 +528,7 @@ class Engine:
         for prefix, mod in self._modules_to_save():
             sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             mod.load_state_dict(sd, strict=True)
-        for name, opt in (("opt_g", self.opt_g), ("opt_s", self.opt_s)):
+        for name, opt in self._optimizers():
             state: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
             for k, v in tensors.items():
                 if k.startswith(name + "."):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from dfkd_viz.data import load_dataset, load_domain, make_trigger
+from dfkd_viz.data import ImageDataset, load_dataset, load_domain, make_trigger
 from dfkd_viz.distill import (
     Budget,
     Engine,
@@ -51,7 +51,37 @@ def eval_suite(cfg: RunConfig, card: dict) -> EvalSuite:
     trig_name = cfg.trigger or card.get("trigger")
     trigger = make_trigger(trig_name, id_test.shape) if trig_name else None
     target = cfg.target if cfg.target is not None else (card.get("target") or 0)
-    return EvalSuite(id_test, ood, trigger, target, dataset=dataset, ood_domain=domain)
+    student_test = load_domain(cfg.student_domain, dataset, "test") if cfg.student_domain else None
+    return EvalSuite(
+        id_test,
+        ood,
+        trigger,
+        target,
+        dataset=dataset,
+        ood_domain=domain,
+        student_test=student_test,
+    )
+
+
+def student_data(cfg: RunConfig, card: dict) -> ImageDataset | None:
+    """The labelled student-domain training samples of an out-of-domain run: the first
+    ``student_domain_samples`` of a permutation of the domain's train split seeded by the run's
+    seed (runs with the same seed share the split), or None without ``student_domain``.
+
+    Raises:
+        DfkdVizError: more samples asked for than the split holds.
+    """
+    if not cfg.student_domain:
+        return None
+    train = load_domain(cfg.student_domain, card["dataset"], "train")
+    n = cfg.student_domain_samples
+    if n > len(train):
+        raise DfkdVizError(
+            f"student_domain_samples must be ≤ {len(train)}, the size of the {train.name} "
+            f"train split (got {n})"
+        )
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+    return train.subset(perm[:n])
 
 
 def _student_for(cfg: RunConfig, teacher, card: dict) -> torch.nn.Module:
@@ -114,7 +144,11 @@ def build_engine(cfg: RunConfig, device: torch.device | str = "cpu") -> Engine:
         # inference; the 1× student trains faster in the default layout (tiny channel counts).
         generator.to(memory_format=torch.channels_last)
         teacher.set_memory_format(torch.channels_last)
-    return Engine(
+    engine_cls = getattr(method, "engine_class", Engine)
+    extra = {}
+    if getattr(method, "needs_student_data", False):
+        extra["student_data"] = student_data(cfg, card)
+    return engine_cls(
         teacher,
         student,
         generator,
@@ -124,4 +158,5 @@ def build_engine(cfg: RunConfig, device: torch.device | str = "cpu") -> Engine:
         budget,
         settings,
         device,
+        **extra,
     )

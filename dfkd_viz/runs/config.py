@@ -54,6 +54,14 @@ class RunConfig(BaseModel):
     )
     trigger: str | None = Field(None, description="trigger for ASR (default: the teacher's)")
     target: int | None = Field(None, ge=0, le=999)
+    student_domain: str | None = Field(
+        None,
+        description="the student's own domain (out-of-domain KD): a domain of the teacher's dataset "
+        "whose labelled training samples the student may use and whose test split it is scored on",
+    )
+    student_domain_samples: int = Field(
+        300, ge=10, le=1_000_000, description="labelled student-domain training samples"
+    )
     embedding: bool = Field(
         True, description="fit a UMAP map of real ID/OOD data and place synthetic samples in it"
     )
@@ -144,12 +152,21 @@ def validate_config(cfg: RunConfig | dict[str, Any], check_teacher: bool = True)
         raise ConfigError(
             f"ood_domain must be one of {', '.join(domain_names())} (got {cfg.ood_domain!r})"
         )
+    if cfg.student_domain is not None and cfg.student_domain not in domain_names():
+        raise ConfigError(
+            f"student_domain must be one of {', '.join(domain_names())} (got {cfg.student_domain!r})"
+        )
+    method_cls = METHODS.get(cfg.method)
+    if getattr(method_cls, "needs_student_data", False) and cfg.student_domain is None:
+        raise ConfigError(
+            f"method {cfg.method} trains on labelled student-domain data: set student_domain "
+            f"(e.g. mnist-m) or use the ood-augkd preset"
+        )
     if check_teacher:
         try:
             card(cfg.teacher)
         except DfkdVizError as exc:
             raise ConfigError(f"teacher: {exc}") from None
-    method_cls = METHODS.get(cfg.method)
     try:
         mp = method_cls.make_params(cfg.method_params)
     except ValidationError as exc:

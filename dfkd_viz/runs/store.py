@@ -417,7 +417,15 @@ class RunReader:
         return wide.reset_index()
 
     def latest(
-        self, names: Iterable[str] = ("id_acc", "ood_acc", "asr", "agreement", "it_s")
+        self,
+        names: Iterable[str] = (
+            "id_acc",
+            "ood_acc",
+            "asr",
+            "student_domain_acc",
+            "agreement",
+            "it_s",
+        ),
     ) -> dict[str, Any]:
         """The most recent value of each metric name (missing names are absent)."""
         out = {}

@@ -73,7 +73,10 @@ class StoreRecorder:
             )
 
     def on_eval(self, engine, p: dict) -> None:
-        vals = {k: p.get(k) for k in ("id_acc", "ood_acc", "asr", "trigger_loc", "it_s")}
+        vals = {
+            k: p.get(k)
+            for k in ("id_acc", "ood_acc", "asr", "trigger_loc", "student_domain_acc", "it_s")
+        }
         self.w.add_metrics(p["step"], p["wall_s"], vals, commit=True)
         self.w.set_status(step=p["step"], wall_s=p["wall_s"], progress=engine.progress())
 
@@ -108,7 +111,9 @@ class EmbeddingRecorder:
 
         self.w = writer
         ev = engine.evals
-        self.ref = reference_set(engine.teacher, ev.id_test, ev.ood_test, seed=seed)
+        # an out-of-domain run maps the student's domain as the "OOD" side of the map
+        other = ev.student_test if ev.student_test is not None else ev.ood_test
+        self.ref = reference_set(engine.teacher, ev.id_test, other, seed=seed)
         self.map = EmbeddingMap(self.ref, seed=seed)
         self.pending: dict[int, object] = {}
         self.written = False

@@ -72,3 +72,52 @@ def sample_grid_html(
         )
     css = _CSS % {"cell": img_px + 14, "img": img_px}
     return css + '<div class="dv-grid">' + "".join(cells) + "</div>"
+
+
+#: column titles of the ``augkd_progression`` artifact (the last is the current s)
+PROGRESSION_COLUMNS = ("x (real)", "G(Enc(x))", "G(anchor)", "s = 0.25", "s = 0.5", "s = 0.75")
+
+
+def progression_html(
+    progression: np.ndarray,
+    labels: Sequence[int] | None = None,
+    s_now: float | None = None,
+    img_px: int = 64,
+) -> str:
+    """AuG-KD's mixup progression as an HTML table: one row per student-domain sample, columns
+    ``x``, ``G(Enc(x))``, ``G(anchor(Enc(x)))``, the mixed image at s = 0.25, 0.5, 0.75 and at the
+    current ``s`` (the ``augkd_progression`` artifact).
+
+    Args:
+        progression: ``(n, 7, C, H, W)`` uint8.
+        labels: the samples' labels (length n) or None.
+        s_now: the current mixup weight for the last column's title.
+
+    Raises:
+        ValueError: ``progression`` is not 5-D.
+    """
+    p = np.asarray(progression)
+    if p.ndim != 5:
+        raise ValueError(f"progression must be (n, columns, C, H, W) (got {p.shape})")
+    titles = list(PROGRESSION_COLUMNS[: p.shape[1]])
+    if p.shape[1] > len(PROGRESSION_COLUMNS):
+        titles.append("now" + (f" (s = {s_now:.2f})" if s_now is not None else ""))
+    style = f"width:{img_px}px;height:{img_px}px;image-rendering:pixelated;border-radius:4px"
+    head = "".join(
+        f'<th style="font-size:13px;padding:2px 6px;color:#111827">{html.escape(t)}</th>'
+        for t in titles
+    )
+    rows = []
+    for i in range(p.shape[0]):
+        lab = f"y = {labels[i]}" if labels is not None else ""
+        cells = "".join(
+            f'<td style="padding:2px 6px"><img style="{style}" src="{data_uri(p[i, j])}"/></td>'
+            for j in range(p.shape[1])
+        )
+        rows.append(
+            f'<tr><td style="font-size:13px;color:#4b5563">{html.escape(lab)}</td>{cells}</tr>'
+        )
+    return (
+        '<table style="border-collapse:collapse;font-family:ui-sans-serif,system-ui,sans-serif">'
+        f"<tr><th></th>{head}</tr>{''.join(rows)}</table>"
+    )
