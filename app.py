@@ -26,7 +26,7 @@ PAGES = [
     ),
     st.Page("pages/sweeps.py", title="Sweeps", icon=":material/grid_view:", url_path="sweeps"),
     st.Page(
-        "pages/out_of_domain.py",
+        "pages/out-of-domain.py",
         title="Out-of-domain",
         icon=":material/swap_horiz:",
         url_path="out-of-domain",

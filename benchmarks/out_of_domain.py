@@ -20,8 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _grid import Results, ms, parse_defense, run_one
 
+from dfkd_viz.analysis.metrics import accuracy
+from dfkd_viz.data import load_domain
 from dfkd_viz.runs.build import set_threads
-from dfkd_viz.teachers import card, train_teacher
+from dfkd_viz.teachers import load_teacher, train_teacher
 
 LABELS = {
     "ce": "CE on student-domain data only",
@@ -29,6 +31,7 @@ LABELS = {
     "dfq": "DFQ, data-free (no student-domain data)",
     "augkd": "AuG-KD, as the paper describes (KL to the teacher's logits)",
     "augkd:u=1": "AuG-KD with the reference code's effective loss (CE only, its KL term ≈ 0)",
+    "augkd:u=1,b=1": "ablation: stages 1–2, then CE on real samples only (s = 1: no mixup)",
 }
 
 
@@ -104,10 +107,11 @@ def main() -> None:
         and r["samples"] == args.samples
         and r["steps"] == args.steps
     ]
-    t = card(args.teacher)
+    teacher, t = load_teacher(args.teacher)
+    on_domain = accuracy(teacher, load_domain(args.domain, t["dataset"], "test"))
     print(
         f"\nteacher {args.teacher}: ID {100 * t['id_acc']:.1f} %, "
-        f"on {args.domain} {100 * (t.get('ood_acc') or 0):.1f} % (card's OOD domain: {t.get('ood_domain')})\n"
+        f"on the {args.domain} test split {100 * on_domain:.1f} %\n"
     )
     print("\n".join(table(rows, args.methods, f"{args.steps} steps", args.samples, args.domain)))
 

@@ -23,7 +23,7 @@ PAGE_FILES = {
     "decisions": "pages/decisions.py",
     "embeddings": "pages/embeddings.py",
     "sweeps": "pages/sweeps.py",
-    "out-of-domain": "pages/out_of_domain.py",
+    "out-of-domain": "pages/out-of-domain.py",
     "teachers": "pages/teachers.py",
 }
 
@@ -200,7 +200,8 @@ def empty_state(message: str, *, setup: bool = True, demo: str = "clean-dfq") ->
 
 
 def start_demo(preset: str = "clean-dfq") -> None:
-    from dfkd_viz.runs.presets import preset_config
+    """Launch the preset and open its page (Live; Out-of-domain for out-of-domain presets)."""
+    from dfkd_viz.runs.presets import get_preset, preset_config
 
     try:
         run_id = manager.launch(preset_config(preset))
@@ -209,7 +210,7 @@ def start_demo(preset: str = "clean-dfq") -> None:
         return
     cached_runs.clear()
     time.sleep(0.05)
-    go("live", run_id)
+    go("out-of-domain" if "out-of-domain" in get_preset(preset).tags else "live", run_id)
 
 
 @contextlib.contextmanager

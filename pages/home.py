@@ -12,7 +12,8 @@ st.markdown(
     """
 A **generator** synthesises inputs, a **student** learns the **teacher's** outputs on them — no real data
 needed. But a teacher can betray it: a *non-transferable* teacher lures the generator out of distribution,
-a *backdoored* teacher passes its trigger on, some teachers make distillation collapse. This lab runs the
+a *backdoored* teacher passes its trigger on, some teachers make distillation collapse, and a teacher's
+domain may not be the student's (out-of-domain KD with a few labelled student samples). This lab runs the
 distillation in a background process and shows, live, what the generator synthesises, which samples a
 defense keeps or rejects, and how the student's **ID accuracy**, **OOD accuracy** and **attack success
 rate** evolve.

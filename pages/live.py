@@ -20,6 +20,10 @@ same_domain = info["config"].get("ood_domain") in (None, card.get("ood_domain"))
 teacher_ref = {
     "id_acc": card.get("id_acc"),
     "ood_acc": card.get("ood_acc") if same_domain else None,
+    # the teacher's accuracy on the student's domain, when the card measured it
+    "student_domain_acc": card.get("ood_acc")
+    if info["config"].get("student_domain") == card.get("ood_domain")
+    else None,
 }
 
 c1, c2, c3, c4, c5, c6 = st.columns([1, 1.2, 1.6, 1.2, 1, 1])

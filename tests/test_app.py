@@ -25,6 +25,7 @@ PAGES = [
     "pages/embeddings.py",
     "pages/saliency.py",
     "pages/sweeps.py",
+    "pages/out-of-domain.py",
     "pages/teachers.py",
 ]
 

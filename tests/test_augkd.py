@@ -325,7 +325,7 @@ def test_cli_runs_augkd_and_a_baseline_and_the_page_shows_them(trained_home):
     assert ce["method"] == "ce" and ce["student_domain_acc"] is not None
     r = run("run", "--teacher", "mnist-clean", "--method", "augkd", "--steps", "2")
     assert r.returncode == 2 and "student_domain" in r.stderr and "Traceback" not in r.stderr
-    at = _run_page("pages/out_of_domain.py", out["run_id"])
+    at = _run_page("pages/out-of-domain.py", out["run_id"])
     _assert_clean(at)
     assert len(at.get("plotly_chart")) >= 4  # curves, same-split bars, energy, mask
     assert any("G(anchor)" in h.proto.body for h in at.get("html"))

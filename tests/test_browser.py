@@ -191,6 +191,7 @@ def test_deep_link_first_request_and_the_demo_flow(server, browser):
         ("/embeddings", "Embeddings: where synthetic samples fall"),
         ("/saliency", "Trigger saliency"),
         ("/sweeps", "Sweeps"),
+        ("/out-of-domain", "Out-of-domain distillation"),
     ):
         page.goto(server + path + f"?run={run_id}")
         page.wait_for_selector(f"text={marker}", timeout=60000)

@@ -362,8 +362,8 @@ class StudentDataEngine(Engine):
             raise ValueError("student-domain labels exceed the teacher's class count")
         self.sd_x = student_data.x.to(self.device)
         self.sd_y = student_data.y.to(self.device)
-        with torch.no_grad():
-            self.sd_t = self.teacher(self.sd_x)  # the teacher's logits on the fixed samples
+        with torch.no_grad():  # the teacher's logits on the fixed samples, in chunks
+            self.sd_t = torch.cat([self.teacher(c) for c in self.sd_x.split(1024)])
         p = self.p
         self.opt_s = torch.optim.Adam(
             self.student.parameters(), lr=p.lr_mix, weight_decay=p.weight_decay
@@ -559,15 +559,16 @@ class AugKDEngine(StudentDataEngine):
 
     @torch.no_grad()
     def mix(
-        self, x: torch.Tensor, y: torch.Tensor, s: float
+        self, x: torch.Tensor, y: torch.Tensor, s: float, sample: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x_mix, G(z), G(z̃))`` for student-domain samples ``x`` ``(B, C, H, W)`` with labels
         ``y`` at mixup weight ``s`` in [0, 1] (all pixel units; encoder, anchor and generator in
-        eval mode)."""
+        eval mode). ``sample``: draw ``z`` from the encoder's posterior (training, as the reference
+        does) or take its mean (the views: the same images at every snapshot)."""
         self.encoder.eval()
         self.anchor.eval()
         self.generator.eval()
-        z, _, _ = self.encoder(x, y)
+        z, _, _ = self.encoder(x, y, sample=sample)
         z_a, _ = self.anchor(z, y)
         g_mix = self.generator((1.0 - s) * z_a + s * z)
         return (1.0 - s) * g_mix + s * x, self.generator(z), self.generator(z_a)
@@ -611,21 +612,18 @@ class AugKDEngine(StudentDataEngine):
             return snap
         x, y = self._fixed_samples(self.s.snapshot_size)
         s = self.mix_s()
-        torch.manual_seed(self.s.seed + 11)  # the encoder samples z: same noise at every snapshot
-        x_mix, _, _ = self.mix(x, y, s)
+        x_mix, _, _ = self.mix(x, y, s, sample=False)
         return self._record(x_mix, self._artifacts(8))
 
     @torch.no_grad()
     def _artifacts(self, n: int) -> dict[str, np.ndarray]:
         x, y = self._fixed_samples(max(n, 64))
-        torch.manual_seed(self.s.seed + 11)
         s_now = self.mix_s()
-        _, g_z, g_za = self.mix(x[:n], y[:n], 0.0)
+        _, g_z, g_za = self.mix(x[:n], y[:n], 0.0, sample=False)
         cols = [x[:n], g_z, g_za]
         for s in (*self.PROGRESSION_S, s_now):
-            cols.append(self.mix(x[:n], y[:n], s)[0])
-        torch.manual_seed(self.s.seed + 11)
-        _, g_all, g_a_all = self.mix(x, y, 0.0)
+            cols.append(self.mix(x[:n], y[:n], s, sample=False)[0])
+        _, g_all, g_a_all = self.mix(x, y, 0.0, sample=False)
         energies = torch.stack(
             [energy(self.teacher(x)), energy(self.teacher(g_all)), energy(self.teacher(g_a_all))]
         )

@@ -155,7 +155,9 @@ register_preset(
         "The teacher knows MNIST (56 % on MNIST-M); the student has 300 labelled MNIST-M digits "
         "and is scored on MNIST-M. AuG-KD learns a generator and an encoder data-free, anchors the "
         "student-domain samples where the teacher is certain, then mixes anchored generated "
-        "samples into real ones. Baselines on the same split and steps: --method ce | kd | dfq.",
+        "samples into real ones (~45 s). Baselines on the same split and steps: --method ce | kd | "
+        "dfq. Measured (3 seeds, MNIST-M accuracy): augkd 73.8 %, ce 78.2 %, kd 69.8 %, dfq 55.5 %; "
+        "--param u=1 (CE only, what the reference code trains) 83.4 % (README).",
         {
             "teacher": "mnist-clean",
             "method": "augkd",

@@ -109,7 +109,7 @@ def progression_html(
     )
     rows = []
     for i in range(p.shape[0]):
-        lab = f"y = {labels[i]}" if labels is not None else ""
+        lab = f"y = {int(labels[i])}" if labels is not None else ""
         cells = "".join(
             f'<td style="padding:2px 6px"><img style="{style}" src="{data_uri(p[i, j])}"/></td>'
             for j in range(p.shape[1])

@@ -107,13 +107,24 @@ def overview() -> None:
     left, right = st.columns(2)
     if "student_domain_acc" in wide.columns and wide["student_domain_acc"].notna().any():
         evals = wide.dropna(subset=["student_domain_acc"])
+        card = ui.teacher_card(cfg["teacher"]) or {}
+        ref = {"id_acc": card.get("id_acc")}
+        if cfg["student_domain"] == card.get("ood_domain"):
+            ref["student_domain_acc"] = card.get("ood_acc")  # the teacher on the student's domain
         fig = viz.accuracy_curves(
             evals,
             ("student_domain_acc", "id_acc"),
+            teacher_ref=ref,
             title="Student accuracy: own domain vs the teacher's",
         )
         for x, name in _stage_bounds(cfg, cfg.get("steps")):
-            fig.add_vline(x=x, line_dash="dot", line_color="#64748b", annotation_text=name)
+            fig.add_vline(
+                x=x,
+                line_dash="dot",
+                line_color="#64748b",
+                annotation_text=name,
+                annotation_position="bottom right",
+            )
         left.plotly_chart(fig, key="ood_curves")
     else:
         left.info("Waiting for the first evaluation…" if active else "No evaluation recorded.")
