@@ -22,7 +22,8 @@ teacher_ref = {
     "ood_acc": card.get("ood_acc") if same_domain else None,
     # the teacher's accuracy on the student's domain, when the card measured it
     "student_domain_acc": card.get("ood_acc")
-    if info["config"].get("student_domain") == card.get("ood_domain")
+    if info["config"].get("student_domain")
+    and info["config"].get("student_domain") == card.get("ood_domain")
     else None,
 }
 

@@ -60,7 +60,7 @@ def test_anchor_mask_range_formula_and_class_dependence():
     assert z_a.shape == z.shape == m.shape
     assert float(m.detach().min()) >= 0.0 and float(m.detach().max()) < 1.0 / 3.0
     anchor.eval()
-    m1 = anchor.class_mask(y)
+    m1 = anchor.class_mask(y).detach()
     assert torch.allclose(m1[:10], m1[10:20])  # the mask depends on the label only
     f = anchor.mapping((m1 * z).unsqueeze(1))
     z_a, _ = anchor(z, y)
@@ -291,6 +291,10 @@ def test_config_asks_for_a_student_domain(trained_home):
                 "student_domain_samples": 5,
             }
         )
+    with pytest.raises(ConfigError, match="≤ 1437"):  # caught before a worker starts
+        validate_config(
+            preset_config("ood-augkd", {"student_domain": "digits", "student_domain_samples": 5000})
+        )
     cfg = validate_config(preset_config("ood-augkd"))
     assert cfg.method == "augkd" and cfg.student_domain == "mnist-m" and cfg.steps == 600
     # a baseline on the same split and budget: the preset's other settings stay
@@ -310,8 +314,8 @@ def test_config_asks_for_a_student_domain(trained_home):
 
 @pytest.mark.slow
 def test_cli_runs_augkd_and_a_baseline_and_the_page_shows_them(trained_home):
-    from tests.test_app import _assert_clean, _run_page
-    from tests.test_cli import run
+    from test_app import _assert_clean, _run_page  # tests/ is on sys.path (rootdir-less dir)
+    from test_cli import run
 
     common = ["--steps", "6", "--batch-size", "32", "--eval-every", "2", "--threads", "1", "--json"]
     r = run("run", "--preset", "ood-augkd", *common)

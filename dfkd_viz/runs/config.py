@@ -164,9 +164,16 @@ def validate_config(cfg: RunConfig | dict[str, Any], check_teacher: bool = True)
         )
     if check_teacher:
         try:
-            card(cfg.teacher)
+            tcard = card(cfg.teacher)
         except DfkdVizError as exc:
             raise ConfigError(f"teacher: {exc}") from None
+        if cfg.student_domain is not None:
+            from dfkd_viz.runs.build import student_data
+
+            try:
+                student_data(cfg, tcard)
+            except DfkdVizError as exc:
+                raise ConfigError(str(exc)) from None
     try:
         mp = method_cls.make_params(cfg.method_params)
     except ValidationError as exc:
