@@ -69,7 +69,7 @@ def model_card(run_dir: str | Path) -> dict[str, Any]:
     with RunReader(run_dir) as r:
         cfg = r.config()
         status = r.status()
-        latest = r.latest(("id_acc", "ood_acc", "asr", "trigger_loc"))
+        latest = r.latest(("id_acc", "ood_acc", "asr", "trigger_loc", "student_domain_acc"))
     return {
         "run_id": Path(run_dir).name,
         "teacher": cfg.get("teacher"),
@@ -83,6 +83,8 @@ def model_card(run_dir: str | Path) -> dict[str, Any]:
         "ood_acc": latest.get("ood_acc"),
         "asr": latest.get("asr"),
         "trigger_loc": latest.get("trigger_loc"),
+        "student_domain": cfg.get("student_domain"),
+        "student_domain_acc": latest.get("student_domain_acc"),
         "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "format": "safetensors state_dict of the student (pixel-unit inputs in [0, 1]; the model "
         "normalises inside); load with dfkd_viz.runs.export.load_student",
@@ -256,6 +258,15 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
                 "student ID accuracy": _pct(card["id_acc"]),
                 "student OOD accuracy": _pct(card["ood_acc"]),
                 "attack success rate (ASR)": _pct(card["asr"]),
+                **(
+                    {
+                        f"student-domain accuracy ({card['student_domain']})": _pct(
+                            card["student_domain_acc"]
+                        )
+                    }
+                    if card.get("student_domain")
+                    else {}
+                ),
                 "teacher ID accuracy": _pct(tcard.get("id_acc")),
                 "teacher ASR": _pct(tcard.get("asr")),
             }
