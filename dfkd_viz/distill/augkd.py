@@ -464,6 +464,7 @@ class AugKDEngine(StudentDataEngine):
         total = p.df_steps + p.anchor_steps + p.mix_steps
         self.bounds = (p.df_steps / total, (p.df_steps + p.anchor_steps) / total)
         self._last_z: torch.Tensor | None = None
+        self._g_batch_z: torch.Tensor | None = None
         self._mix_started = False
 
     # ------------------------------------------------------------ stages and schedules
@@ -513,7 +514,11 @@ class AugKDEngine(StudentDataEngine):
         self.ctx.phase = self.stage()
         if self.ctx.phase != "data-free":
             return {}
-        return Engine._generator_phase(self)
+        out = Engine._generator_phase(self)
+        # the latents of the generator step's own batch (_last_batch); later draws (the student's
+        # memory filling up, snapshots) overwrite _last_z
+        self._g_batch_z = self._last_z
+        return out
 
     def _encoder_steps(self) -> dict[str, float]:
         """``enc_steps`` CVAE steps: the first on the generator step's own batch, the others on
@@ -521,8 +526,8 @@ class AugKDEngine(StudentDataEngine):
         self.encoder.train()
         total = 0.0
         for k in range(self.p.enc_steps):
-            if k == 0 and self._last_z is not None and self._last_batch is not None:
-                z, x, t = self._last_z, self._last_batch[0], self._last_batch[1]
+            if k == 0 and self._g_batch_z is not None and self._last_batch is not None:
+                z, x, t = self._g_batch_z, self._last_batch[0], self._last_batch[1]
             else:
                 with torch.no_grad():
                     z = self._z(self.s.batch_size)
