@@ -201,7 +201,12 @@ if error:
     st.error(f"Cannot launch: {error}", icon=":material/error:")
 else:
     st.success(
-        f"Ready: {cfg.teacher} · {cfg.method} · defense {cfg.defense} · {cfg.budget_text()} · seed {cfg.seed}",
+        f"Ready: {cfg.teacher} · {cfg.method} · defense {cfg.defense} · {cfg.budget_text()} · seed {cfg.seed}"
+        + (
+            f" · student domain {cfg.student_domain} ({cfg.student_domain_samples} labelled)"
+            if cfg.student_domain
+            else ""
+        ),
         icon=":material/check_circle:",
     )
 if st.button(
@@ -217,4 +222,4 @@ if st.button(
         st.error(str(exc))
     else:
         ui.cached_runs.clear()
-        ui.go("live", run_id)
+        ui.go("out-of-domain" if cfg.student_domain else "live", run_id)

@@ -189,6 +189,13 @@ def test_setup_validates_and_lists_the_zoo(home):
     _assert_clean(at)
     assert next(s for s in at.selectbox if s.label == "Defense").value == "ta-select"
     assert any("tadfkd · defense ta-select" in s.value for s in at.success)
+    # an out-of-domain method asks for the student's domain and its labelled sample count
+    assert "Student domain" not in [s.label for s in at.selectbox]
+    next(s for s in at.selectbox if s.label == "Method").set_value("augkd")
+    at.run()
+    _assert_clean(at)
+    assert next(s for s in at.selectbox if s.label == "Student domain").value == "mnist-m"
+    assert any("student domain mnist-m (300 labelled)" in s.value for s in at.success)
 
 
 def test_runs_page_lists_and_compares(home):
