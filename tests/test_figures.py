@@ -82,3 +82,39 @@ def test_sweep_figures_show_every_finished_run():
     per_teacher = viz.sweep_by_teacher(df)
     bars = [t for t in per_teacher.data if t.type == "bar"]
     assert [list(b.y) for b in bars] == [[99.0, 60.0], [98.0, 90.0]]
+
+
+def test_out_of_domain_figures():
+    rng = np.random.default_rng(0)
+    fig = viz.energy_histograms(rng.normal(-5, 1, (3, 40)))
+    assert len(fig.data) == 3 and fig.layout.barmode == "overlay"
+    assert fig.data[2].name.startswith(viz.ENERGY_NAMES[2])
+    with pytest.raises(ValueError):
+        viz.energy_histograms(np.zeros((2, 5)))
+    mask = rng.random((10, 16)) / 3
+    fig = viz.anchor_masks(mask, [str(i) for i in range(10)])
+    assert fig.data[0].z.shape == (10, 16) and fig.data[0].zmax == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        viz.anchor_masks(np.zeros(5))
+    rows = pd.DataFrame(
+        {
+            "method": ["ce", "augkd"],
+            "run_id": ["a", "b"],
+            "student_domain_acc": [0.78, 0.74],
+            "current": [False, True],
+        }
+    )
+    fig = viz.domain_comparison(rows)
+    assert [t.name for t in fig.data] == ["ce", "augkd"]
+    assert fig.data[1].y[0] == pytest.approx(74.0)
+
+
+def test_progression_table_has_a_row_per_sample_and_a_column_per_stage():
+    prog = np.zeros((3, 7, 1, 28, 28), dtype=np.uint8)
+    out = viz.progression_html(prog, np.array([5.0, 1.0, 0.0]), s_now=0.42)
+    assert out.count("<img") == 21 and out.count("<tr>") == 4
+    assert "y = 5<" in out and "now (s = 0.42)" in out
+    for title in viz.PROGRESSION_COLUMNS:
+        assert title in out
+    with pytest.raises(ValueError):
+        viz.progression_html(np.zeros((3, 1, 28, 28), dtype=np.uint8))
