@@ -65,4 +65,5 @@ clean-venv:
 bench: setup-dev
 	$(VENV)/bin/python benchmarks/speed.py --seconds 30 120 --seeds 0 1 2
 	$(VENV)/bin/python benchmarks/plain_dfq.py --seconds 40
+	$(VENV)/bin/python benchmarks/machine.py
 	$(VENV)/bin/python benchmarks/app_bench.py --seconds 40
