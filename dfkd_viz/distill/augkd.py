@@ -330,6 +330,20 @@ class AugKD(_StudentDataMethod):
 
 
 # --------------------------------------------------------------------------- engines
+def _minimise(
+    opt: torch.optim.Optimizer, terms: dict[str, torch.Tensor], total_name: str
+) -> dict[str, float]:
+    """One optimiser step on the sum of the weighted ``terms``; returns the terms and their total
+    (under ``total_name``) as floats for the run's record."""
+    loss = torch.stack(list(terms.values())).sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    out = {k: float(v.detach()) for k, v in terms.items()}
+    out[total_name] = float(loss.detach())
+    return out
+
+
 def _uint8(x: torch.Tensor) -> np.ndarray:
     return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
@@ -385,12 +399,7 @@ class StudentDataEngine(Engine):
         self.student.train()
         s = self.student(x)
         terms = mixup_distill_loss(s, t_logits, y, self.p.tau_mix, self.p.u)
-        loss = torch.stack(list(terms.values())).sum()
-        self.opt_s.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_s.step()
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out["s_total"] = float(loss.detach())
+        out = _minimise(self.opt_s, terms, "s_total")
         out["train_acc"] = float((s.argmax(1) == y).float().mean())
         out["agreement"] = soft_accuracy(s.detach(), t_logits)
         return out
@@ -551,13 +560,7 @@ class AugKDEngine(StudentDataEngine):
             z, _, _ = self.encoder(x, y)
         z_a, m = self.anchor(z, y)
         t = self.teacher(self.generator(z_a))
-        terms = anchor_terms(t, y, m, self.p.invariant)
-        loss = torch.stack(list(terms.values())).sum()
-        self.opt_anchor.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_anchor.step()
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out["a_total"] = float(loss.detach())
+        out = _minimise(self.opt_anchor, anchor_terms(t, y, m, self.p.invariant), "a_total")
         out["a_mask_mean"] = float(m.detach().mean())
         out["a_teacher_acc"] = float((t.argmax(1) == y).float().mean())
         return out
