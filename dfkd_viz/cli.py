@@ -3,6 +3,14 @@
     dfkd-viz teachers list [--json]            the zoo's cards
     dfkd-viz teachers train ID... | --all      train (and cache) teachers, with progress
     dfkd-viz teachers show ID [--json]         one card
+    dfkd-viz teachers import FILE --arch A --dataset D [--id ID] [--num-classes K]
+                 [--normalization dataset|none|MEAN/STD] [--ood-domain D] [--json]
+                                               validate and add your own teacher (kind: user)
+    dfkd-viz teachers delete ID                remove an imported teacher
+    dfkd-viz data import SOURCE --name NAME [--size HxW] [--test-fraction F]
+                                               your own images: a class-per-folder directory,
+                                               a .zip of one, or an .npz with x and y
+    dfkd-viz data list [--json] | data delete NAME
     dfkd-viz presets [--json]                  named scenarios
     dfkd-viz run [--preset NAME] [--teacher ID] [--method NAME] [--defense NAME]
                  [--steps N | --seconds S] [--seed K] [--device D] [--json] [--background]
@@ -81,6 +89,96 @@ def cmd_teachers_show(args) -> int:
     else:
         for k, v in c.items():
             print(f"{k:14} {v}")
+    return 0
+
+
+def cmd_teachers_import(args) -> int:
+    from dfkd_viz.teachers.importer import import_teacher
+
+    c = import_teacher(
+        args.file,
+        arch=args.arch,
+        dataset=args.dataset,
+        teacher_id=args.id,
+        num_classes=args.num_classes,
+        normalization=args.normalization,
+        ood_domain=None if args.ood_domain == "none" else args.ood_domain,
+        replace=args.replace,
+    )
+    if args.json:
+        _print_json(c)
+        return 0
+    print(
+        f"imported {c['id']} (kind user, {c['arch']} on {c['dataset']}): ID accuracy "
+        f"{_fmt(c['id_acc'])}, OOD accuracy ({c['ood_domain'] or '—'}) {_fmt(c['ood_acc'])}"
+    )
+    for w in c.get("warnings") or []:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_teachers_delete(args) -> int:
+    from dfkd_viz.teachers.importer import delete_teacher
+
+    delete_teacher(args.id)
+    print(f"deleted {args.id}")
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"size must be H or HxW in pixels (got {text!r})"
+        ) from None
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"size must be H or HxW in pixels (got {text!r})")
+    return (parts[0], parts[-1])
+
+
+def cmd_data_import(args) -> int:
+    from dfkd_viz.data.user import import_dataset
+
+    meta = import_dataset(
+        args.source,
+        args.name,
+        size=args.size,
+        test_fraction=args.test_fraction,
+        replace=args.replace,
+    )
+    if args.json:
+        _print_json(meta)
+        return 0
+    c, h, w = meta["shape"]
+    print(
+        f"imported {meta['name']}: {meta['n']} images ({meta['n'] - meta['n_test']} train / "
+        f"{meta['n_test']} test), {c}×{h}×{w}, {len(meta['classes'])} classes "
+        f"({', '.join(meta['classes'][:6])}{', …' if len(meta['classes']) > 6 else ''})"
+    )
+    return 0
+
+
+def cmd_data_list(args) -> int:
+    from dfkd_viz.data.user import list_datasets
+
+    metas = list_datasets()
+    if args.json:
+        _print_json(metas)
+        return 0
+    if not metas:
+        print("no imported datasets (add one with `dfkd-viz data import SOURCE --name NAME`)")
+    for m in metas:
+        c, h, w = m["shape"]
+        print(f"{m['name']:24} {m['n']:>7} images  {c}×{h}×{w}  {len(m['classes'])} classes")
+    return 0
+
+
+def cmd_data_delete(args) -> int:
+    from dfkd_viz.data.user import delete_dataset
+
+    delete_dataset(args.name)
+    print(f"deleted {args.name}")
     return 0
 
 
@@ -582,6 +680,46 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("id")
     ts.add_argument("--json", action="store_true")
     ts.set_defaults(func=cmd_teachers_show)
+    ti = tsub.add_parser(
+        "import",
+        help="validate and add your own teacher file (safetensors or a torch state_dict)",
+    )
+    ti.add_argument("file", help="a .safetensors file or a state_dict saved with torch.save")
+    ti.add_argument("--arch", required=True, help="lenet5, lenet5x2, resnet8 or resnet14")
+    ti.add_argument("--dataset", required=True, help="the dataset it classifies (e.g. mnist)")
+    ti.add_argument("--id", help="the new teacher id (default: from the file name)")
+    ti.add_argument("--num-classes", type=int, help="K (default: from the weights)")
+    ti.add_argument(
+        "--normalization",
+        help="the input normalisation it was trained with: 'dataset' (default), 'none' or "
+        "'MEAN/STD' per channel, e.g. 0.1307/0.3081",
+    )
+    ti.add_argument(
+        "--ood-domain", default="mnist-m", help="domain for its OOD accuracy ('none': skip)"
+    )
+    ti.add_argument("--replace", action="store_true", help="overwrite an imported teacher")
+    ti.add_argument("--json", action="store_true")
+    ti.set_defaults(func=cmd_teachers_import)
+    tdel = tsub.add_parser("delete", help="remove an imported (kind: user) teacher")
+    tdel.add_argument("id")
+    tdel.set_defaults(func=cmd_teachers_delete)
+
+    dt = sub.add_parser("data", help="your own datasets (ID, OOD or student-domain data)")
+    dsub = dt.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    di = dsub.add_parser("import", help="import an image folder, a .zip of one, or an .npz")
+    di.add_argument("source", help="folder with one sub-folder per class, .zip, or .npz (x, y)")
+    di.add_argument("--name", required=True, help="the dataset's name (a-z, 0-9, _, -)")
+    di.add_argument("--size", type=_size, help="resize every image to H or HxW pixels")
+    di.add_argument("--test-fraction", type=float, default=0.2, help="held-out share (0.2)")
+    di.add_argument("--replace", action="store_true")
+    di.add_argument("--json", action="store_true")
+    di.set_defaults(func=cmd_data_import)
+    dl = dsub.add_parser("list", help="the imported datasets")
+    dl.add_argument("--json", action="store_true")
+    dl.set_defaults(func=cmd_data_list)
+    dd = dsub.add_parser("delete", help="remove an imported dataset")
+    dd.add_argument("name")
+    dd.set_defaults(func=cmd_data_delete)
 
     pr = sub.add_parser("presets", help="list the named scenarios")
     pr.add_argument("--json", action="store_true")

@@ -34,6 +34,13 @@ def runs_dir() -> Path:
     return p
 
 
+def user_data_dir() -> Path:
+    """Directory of imported datasets: ``<name>.npz`` (uint8 images, labels) + ``<name>.json``."""
+    p = home() / "user-data"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 def data_dirs(explicit: str | os.PathLike | None = None) -> list[Path]:
     """Directories searched for IDX datasets, in order: ``explicit``, ``DFKD_VIZ_DATA``,
     ``DFKD_VIZ_HOME/data``, ``/usr/share/datasets`` (Debian's dataset packages)."""

@@ -29,11 +29,19 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the registry holds, used in error messages (``"method"``, ``"trigger"``...).
+        discover: optional callable returning extra ``{name: object}`` entries found at lookup
+            time (e.g. datasets a user imported into ``DFKD_VIZ_HOME``); registered names win.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, discover: Callable[[], dict[str, T]] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._discover = discover
+
+    def _all(self) -> dict[str, T]:
+        if self._discover is None:
+            return self._items
+        return {**self._discover(), **self._items}
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``; raises ValueError on a duplicate name."""
@@ -52,11 +60,12 @@ class Registry(Generic[T]):
         Raises:
             UnknownNameError: one sentence listing the known names (and the closest match).
         """
+        items = self._items if name in self._items else self._all()
         try:
-            return self._items[name]
+            return items[name]
         except KeyError:
-            known = ", ".join(sorted(self._items)) or "none"
-            close = difflib.get_close_matches(str(name), list(self._items), n=1)
+            known = ", ".join(sorted(items)) or "none"
+            close = difflib.get_close_matches(str(name), list(items), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UnknownNameError(f"unknown {self.kind} {name!r}{hint}; known: {known}") from None
 
@@ -65,14 +74,18 @@ class Registry(Generic[T]):
         return self.get(name)(**kwargs)  # type: ignore[operator]
 
     def names(self) -> list[str]:
-        """Registered names, in registration order."""
-        return list(self._items)
+        """Registered names, in registration order (then discovered ones)."""
+        return list(self._items) + [n for n in self._all() if n not in self._items]
 
-    def __contains__(self, name: object) -> bool:
+    def is_registered(self, name: object) -> bool:
+        """True for a name registered in code (not one found by ``discover``)."""
         return name in self._items
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._items or name in self._all()
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        return iter(self.names())
 
     def items(self):
-        return self._items.items()
+        return self._all().items()

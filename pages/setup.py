@@ -136,6 +136,18 @@ with left:
         snap_size = a6.number_input(
             "Samples per snapshot", min_value=1, max_value=512, value=64, key="snap_size"
         )
+        t_card = next(c for c in teachers if c["id"] == teacher)
+        own_ood = base.get("ood_domain") or t_card.get("ood_domain")
+        ood_choices = ["(the teacher's)"] + [d for d in domain_names() if d != dataset]
+        ood_pick = st.selectbox(
+            "OOD domain (OOD accuracy and the real-OOD side of the map)",
+            ood_choices,
+            key=f"ood_{preset}_{teacher}",
+            format_func=lambda d: (
+                f"the teacher's ({own_ood or 'none'})" if d == ood_choices[0] else d
+            ),
+            help="any shift or dataset, including data you imported on the Teachers page",
+        )
 
 raw = {
     "teacher": teacher,
@@ -152,11 +164,14 @@ raw = {
 }
 if student_domain:
     raw.update(student_domain=student_domain, student_domain_samples=int(sd_samples))
+if ood_pick != ood_choices[0]:
+    raw["ood_domain"] = ood_pick
 if preset != "(none)":
     raw["preset"] = preset
     for key in ("method_params", "defense_params", "ood_domain", "trigger"):
         if (
             key in base
+            and key not in raw
             and (key != "method_params" or method == base.get("method"))
             and (key != "defense_params" or defense == base.get("defense"))
         ):

@@ -1,19 +1,27 @@
 """Teachers: the zoo's cards, example ID / OOD / triggered inputs, training of missing teachers
 (in a background process, with progress)."""
 
+import tempfile
+from pathlib import Path
+
 import streamlit as st
 
 from dfkd_viz import viz
+from dfkd_viz.data import domain_names
+from dfkd_viz.data.user import MAX_SOURCE_BYTES, delete_dataset, import_dataset, list_datasets
 from dfkd_viz.errors import DfkdVizError
+from dfkd_viz.models import list_models
+from dfkd_viz.teachers.importer import MAX_TEACHER_BYTES, delete_teacher, import_teacher
 from dfkd_viz.teachers.jobs import start_training, training_progress
 from pages import _ui as ui
 
 ui.page_setup()
 st.title("Teacher zoo")
 st.markdown(
-    "Each teacher is a LeNet-5 (2× wide) trained by a recipe: **clean**, **NTL** (non-transferable: accurate "
+    "Each zoo teacher is trained by a recipe: **clean**, **NTL** (non-transferable: accurate "
     "in-distribution, wrong on its OOD domain), **CUTI** (an NTL variant) or **backdoor** (a trigger sends any "
-    "input to class 0). Accuracies are measured on held-out test data."
+    "input to class 0); **user** teachers are files you imported (below). Accuracies are measured on "
+    "held-out test data."
 )
 
 
@@ -77,6 +85,125 @@ def progress_panel() -> None:
 
 progress_panel()
 
+UPLOAD_MB = min(MAX_TEACHER_BYTES, MAX_SOURCE_BYTES) // 2**20
+
+
+def _save_upload(upload, folder: str) -> Path:
+    """Write an upload to a fresh private temporary folder under a fixed name: the browser's file
+    name is never used as a path (it only becomes the default id, sanitised)."""
+    path = Path(folder) / "upload.bin"
+    path.write_bytes(upload.getvalue())
+    return path
+
+
+with st.expander("Import your own teacher", icon=":material/upload_file:"):
+    st.caption(
+        "A `.safetensors` file or a state_dict saved with `torch.save` (read with "
+        "`weights_only=True`: never unpickled). Every tensor is checked against the architecture, "
+        f"NaN / Inf are refused, its accuracy is measured on the dataset. At most {UPLOAD_MB} MiB."
+    )
+    datasets = sorted({c["dataset"] for c in cards} | {m["name"] for m in list_datasets()})
+    with st.form("import_teacher", clear_on_submit=False):
+        upload = st.file_uploader(
+            "Teacher weights", type=["safetensors", "pt", "pth", "bin"], key="teacher_upload"
+        )
+        f1, f2, f3 = st.columns(3)
+        models = list_models()
+        arch = f1.selectbox("Architecture", models, index=models.index("lenet5x2"))
+        dataset = f2.selectbox(
+            "Dataset it classifies",
+            datasets,
+            index=datasets.index("mnist") if "mnist" in datasets else 0,
+        )
+        new_id = f3.text_input("Teacher id", placeholder="from the file name")
+        g1, g2 = st.columns(2)
+        norm = g1.text_input(
+            "Input normalisation",
+            "dataset",
+            help="'dataset' (its mean/std), 'none' (pixels in [0, 1]) or 'MEAN/STD' per channel, "
+            "e.g. 0.1307/0.3081",
+        )
+        domains = domain_names()
+        ood = g2.selectbox("OOD domain for its card", domains, index=domains.index("mnist-m"))
+        submitted = st.form_submit_button("Validate and import", icon=":material/verified_user:")
+    if submitted:
+        if upload is None:
+            st.error("Choose a teacher file first.")
+        elif upload.size > MAX_TEACHER_BYTES:
+            st.error(f"{upload.name} is larger than {MAX_TEACHER_BYTES // 2**20} MiB.")
+        else:
+            with tempfile.TemporaryDirectory() as tmp, st.spinner("Validating…"):
+                try:
+                    c = import_teacher(
+                        _save_upload(upload, tmp),
+                        arch=arch,
+                        dataset=dataset,
+                        teacher_id=new_id.strip() or None,
+                        normalization=norm,
+                        ood_domain=ood,
+                        filename=upload.name,
+                    )
+                except DfkdVizError as exc:
+                    st.error(f"Rejected: {exc}")
+                else:
+                    ui.cached_cards.clear()
+                    st.success(
+                        f"Imported `{c['id']}`: ID accuracy {ui.pct(c['id_acc'])} on {dataset}, "
+                        f"OOD accuracy {ui.pct(c['ood_acc'])} on {ood}."
+                    )
+                    for w in c.get("warnings") or []:
+                        st.warning(w)
+
+with st.expander("Import your own data", icon=":material/photo_library:"):
+    st.caption(
+        "An `.npz` with `x` (N×H×W, N×H×W×C or N×C×H×W; uint8 or floats in [0, 1]) and `y` "
+        "(labels 0…K−1), or a `.zip` of a folder with one sub-folder of images per class. It "
+        "becomes a dataset you can import teachers on, and an OOD or student domain of any run."
+    )
+    with st.form("import_data"):
+        dupload = st.file_uploader("Images", type=["npz", "zip"], key="data_upload")
+        h1, h2, h3 = st.columns(3)
+        dname = h1.text_input("Dataset name", placeholder="e.g. my-digits")
+        dsize = h2.number_input(
+            "Resize to (pixels, 0 = keep)", min_value=0, max_value=128, value=0, step=4
+        )
+        frac = h3.number_input("Test share", min_value=0.05, max_value=0.9, value=0.2, step=0.05)
+        dsub = st.form_submit_button("Validate and import", icon=":material/verified:")
+    if dsub:
+        if dupload is None:
+            st.error("Choose an .npz or .zip file first.")
+        elif dupload.size > MAX_SOURCE_BYTES:
+            st.error(f"{dupload.name} is larger than {MAX_SOURCE_BYTES // 2**20} MiB.")
+        else:
+            with tempfile.TemporaryDirectory() as tmp, st.spinner("Validating…"):
+                try:
+                    meta = import_dataset(
+                        _save_upload(dupload, tmp),
+                        dname.strip(),
+                        size=(int(dsize), int(dsize)) if dsize else None,
+                        test_fraction=float(frac),
+                        filename=dupload.name,
+                    )
+                except DfkdVizError as exc:
+                    st.error(f"Rejected: {exc}")
+                else:
+                    ui.cached_cards.clear()
+                    c_, h_, w_ = meta["shape"]
+                    st.success(
+                        f"Imported `{meta['name']}`: {meta['n']} images, {c_}×{h_}×{w_}, "
+                        f"{len(meta['classes'])} classes."
+                    )
+    for m in list_datasets():
+        r = st.columns([4, 1])
+        c_, h_, w_ = m["shape"]
+        r[0].markdown(
+            f"`{m['name']}` · {m['n']} images · {c_}×{h_}×{w_} · {len(m['classes'])} classes · "
+            f"from {m['source']['filename']}"
+        )
+        if r[1].button("Delete", key=f"del_data_{m['name']}", icon=":material/delete:"):
+            delete_dataset(m["name"])
+            st.rerun()
+
 for row in range(0, len(cards), 2):
     cols = st.columns(2)
     for col, c in zip(cols, cards[row : row + 2]):
@@ -97,6 +224,18 @@ for row in range(0, len(cards), 2):
             if not c["trained"]:
                 if st.button("Train", key=f"train_{c['id']}", disabled=bool(running)):
                     start_training([c["id"]])
+                    st.rerun()
+            elif c["kind"] == "user":
+                src = c.get("source") or {}
+                st.caption(
+                    f"{c['dataset']} · {c['arch']} · imported from {src.get('filename')} "
+                    f"({src.get('format')}, sha256 {str(src.get('sha256'))[:12]}…)"
+                )
+                for w in c.get("warnings") or []:
+                    st.warning(w)
+                if st.button("Delete", key=f"del_{c['id']}", icon=":material/delete:"):
+                    delete_teacher(c["id"])
+                    ui.cached_cards.clear()
                     st.rerun()
             else:
                 st.caption(

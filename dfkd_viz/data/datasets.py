@@ -104,7 +104,14 @@ class ImageDataset:
         return self.replace(x=self.x[index], y=self.y[index])
 
 
-DATASETS: Registry = Registry("dataset")
+def _discover_user_datasets() -> dict:
+    from dfkd_viz.data.user import discover
+
+    return discover()
+
+
+DATASETS: Registry = Registry("dataset", discover=_discover_user_datasets)
+"""Built-in datasets, plus the ones a user imported (:mod:`dfkd_viz.data.user`), found on disk."""
 
 
 def load_dataset(

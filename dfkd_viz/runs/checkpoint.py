@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,23 @@ from safetensors.torch import save_file
 def save_checkpoint(
     path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 ) -> None:
-    """Write atomically (temporary file + rename). Raises OSError (e.g. a full disk)."""
+    """Write atomically (temporary file + rename).
+
+    Raises:
+        OSError: the file cannot be written (e.g. ``ENOSPC``, a full disk), with its errno (the
+            safetensors library reports I/O failures as text; they are turned back into OSError).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+        try:
+            save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+        except Exception as exc:
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -111,6 +111,18 @@ def _reap() -> None:
             del _children[pid]
 
 
+def _log_tail(path: Path, max_chars: int = 200) -> str | None:
+    """The last non-empty line of a worker log (at most ``max_chars``), or None."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = fh.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1].strip()[:max_chars] if lines else None
+
+
 def effective_status(
     run_id: str, reader: RunReader | None = None, repair: bool = True
 ) -> dict[str, Any]:
@@ -138,11 +150,14 @@ def effective_status(
     ):
         return st
     error = f"the worker process {st.get('pid')} ended without recording an end (killed or crashed)"
+    last = _log_tail(run_dir(run_id) / "worker.log")
+    if last:
+        error += f"; its log ends: {last}"
     st.update(state="failed", error=error)
     if repair:
         try:
             w = RunWriter(run_dir(run_id))
-            with w.con:
+            with w.transaction():
                 w.con.execute(
                     "UPDATE status SET state = 'failed', error = ?, finished = ?, updated = ? "
                     "WHERE id = 1 AND state IN ('queued', 'running')",

@@ -37,11 +37,12 @@ snapshot); readers (:class:`RunReader`, the pages, the CLI) never block it (WAL)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,7 @@ class RunWriter:
         self.con.executescript(_SCHEMA)
         if "flag" not in _columns(self.con, "samples"):  # a version-1 run: migrate in place
             self.con.execute("ALTER TABLE samples ADD COLUMN flag INTEGER")
-        with self.con:
+        with self.transaction():
             self.con.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -155,6 +156,24 @@ class RunWriter:
         self._buffer: list[tuple] = []
         self._last_commit = time.time()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error (the
+        connection is in autocommit mode, so ``with con:`` alone would commit per statement)."""
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.con
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.con.execute("ROLLBACK")
+            raise
+        try:
+            self.con.execute("COMMIT")
+        except sqlite3.Error:  # e.g. SQLITE_FULL at commit: the transaction is still open
+            with contextlib.suppress(sqlite3.Error):
+                self.con.execute("ROLLBACK")
+            raise
+
     def close(self) -> None:
         self.flush()
         self.con.close()
@@ -162,7 +181,7 @@ class RunWriter:
     # -- status
     def init_status(self, run_id: str, total_steps: int | None, budget_s: float | None) -> None:
         now = time.time()
-        with self.con:
+        with self.transaction():
             self.con.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('run_id', ?)", (run_id,)
             )
@@ -197,14 +216,14 @@ class RunWriter:
         fields["updated"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
         self.flush(commit=False)
-        with self.con:
+        with self.transaction():
             self.con.execute(f"UPDATE status SET {cols} WHERE id = 1", tuple(fields.values()))
         self._last_commit = time.time()
 
     def mark_spawned(self, pid: int, pid_start: str | None) -> None:
         """Record a freshly spawned worker: its PID, and ``queued`` unless the worker has already
         reported ``running`` itself (it may start faster than the spawner writes)."""
-        with self.con:
+        with self.transaction():
             self.con.execute(
                 "UPDATE status SET pid = ?, pid_start = ?, error = NULL, finished = NULL, updated = ?, "
                 "state = CASE WHEN state = 'running' AND pid = ? THEN state ELSE 'queued' END WHERE id = 1",
@@ -228,7 +247,7 @@ class RunWriter:
         if not self._buffer:
             return
         rows, self._buffer = self._buffer, []
-        with self.con:
+        with self.transaction():
             self.con.executemany(
                 "INSERT OR REPLACE INTO metrics(step, name, value, wall_s) VALUES (?, ?, ?, ?)",
                 rows,
@@ -263,7 +282,7 @@ class RunWriter:
                 )
             )
         self.flush(commit=False)
-        with self.con:
+        with self.transaction():
             self.con.execute(
                 "INSERT OR REPLACE INTO snapshots(step, wall_s, n, threshold, score_name) VALUES (?, ?, ?, ?, ?)",
                 (int(snap["step"]), wall_s, n, snap.get("threshold"), score_name),
@@ -285,14 +304,14 @@ class RunWriter:
 
     # -- events and checkpoints
     def add_event(self, message: str, level: str = "info") -> None:
-        with self.con:
+        with self.transaction():
             self.con.execute(
                 "INSERT INTO events(t, level, message) VALUES (?, ?, ?)",
                 (time.time(), level, message),
             )
 
     def add_checkpoint(self, step: int, path: str, wall_s: float) -> None:
-        with self.con:
+        with self.transaction():
             self.con.execute(
                 "INSERT OR REPLACE INTO checkpoints(step, path, wall_s, t) VALUES (?, ?, ?, ?)",
                 (step, path, wall_s, time.time()),
@@ -311,26 +330,26 @@ class RunWriter:
             )
             for i in range(len(source))
         ]
-        with self.con:
+        with self.transaction():
             self.con.execute("DELETE FROM reference")
             self.con.executemany("INSERT INTO reference VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def set_embedding(self, step: int, coords) -> None:
         """Store map coordinates ``(n, 2)`` for the samples of the snapshot at ``step``."""
-        with self.con:
+        with self.transaction():
             self.con.executemany(
                 "UPDATE samples SET emb_x = ?, emb_y = ? WHERE step = ? AND idx = ?",
                 [(float(c[0]), float(c[1]), step, i) for i, c in enumerate(coords)],
             )
 
     def remove_checkpoint(self, step: int) -> None:
-        with self.con:
+        with self.transaction():
             self.con.execute("DELETE FROM checkpoints WHERE step = ?", (step,))
 
     def truncate_after(self, step: int) -> None:
         """Drop metrics, snapshots and samples recorded after ``step`` (used when resuming from a
         checkpoint older than the last recorded step, so step numbers stay continuous)."""
-        with self.con:
+        with self.transaction():
             self.con.execute("DELETE FROM metrics WHERE step > ?", (step,))
             self.con.execute("DELETE FROM samples WHERE step > ?", (step,))
             self.con.execute("DELETE FROM snapshots WHERE step > ?", (step,))

@@ -27,8 +27,10 @@ signal.signal(signal.SIGINT, _on_signal)
 
 import argparse
 import contextlib
+import errno
 import json
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -183,7 +185,16 @@ class EmbeddingRecorder:
         self._flush_map()
 
 
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
 def _one_line(exc: BaseException) -> str:
+    """One sentence for a failure; a full disk says so and how to carry on."""
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+        where = f" {Path(exc.filename).name}" if exc.filename else ""
+        return f"no room to write{where} ({exc.strerror}): free disk space, then resume the run"
+    if isinstance(exc, sqlite3.OperationalError) and ("full" in str(exc) or "I/O" in str(exc)):
+        return f"the run store could not grow ({exc}): free disk space, then resume the run"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
