@@ -145,10 +145,8 @@ def pick_run(
             wanted = None
     if not ids:
         return None
-    labels = {
-        r["run_id"]: f"{r['run_id']} · {r['config'].get('teacher', '?')} · {r['status']}"
-        for r in runs
-    }
+    # no state in the label: the selector is drawn once, the live badge below keeps it current
+    labels = {r["run_id"]: f"{r['run_id']} · {r['config'].get('teacher', '?')}" for r in runs}
     index = ids.index(wanted) if wanted in ids else 0
     chosen = st.selectbox(
         label, ids, index=index, format_func=lambda i: labels.get(i, i), key=f"{key}_{wanted}"

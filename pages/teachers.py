@@ -85,7 +85,8 @@ def progress_panel() -> None:
 
 progress_panel()
 
-UPLOAD_MB = min(MAX_TEACHER_BYTES, MAX_SOURCE_BYTES) // 2**20
+# uploads: the server's limit (.streamlit/config.toml, server.maxUploadSize) and ours, whichever is less
+UPLOAD_MB = min(int(st.get_option("server.maxUploadSize")), MAX_TEACHER_BYTES // 2**20)
 
 
 def _save_upload(upload, folder: str) -> Path:
@@ -147,18 +148,24 @@ with st.expander("Import your own teacher", icon=":material/upload_file:"):
                     st.error(f"Rejected: {exc}")
                 else:
                     ui.cached_cards.clear()
-                    st.success(
+                    st.session_state["imported"] = [
                         f"Imported `{c['id']}`: ID accuracy {ui.pct(c['id_acc'])} on {dataset}, "
-                        f"OOD accuracy {ui.pct(c['ood_acc'])} on {ood}."
-                    )
-                    for w in c.get("warnings") or []:
-                        st.warning(w)
+                        f"OOD accuracy {ui.pct(c['ood_acc'])} on {ood}; its card is below.",
+                        *(c.get("warnings") or []),
+                    ]
+                    st.rerun()  # the new card joins the list
+    done = st.session_state.pop("imported", None)
+    if done:
+        st.success(done[0])
+        for w in done[1:]:
+            st.warning(w)
 
 with st.expander("Import your own data", icon=":material/photo_library:"):
     st.caption(
         "An `.npz` with `x` (N×H×W, N×H×W×C or N×C×H×W; uint8 or floats in [0, 1]) and `y` "
         "(labels 0…K−1), or a `.zip` of a folder with one sub-folder of images per class. It "
-        "becomes a dataset you can import teachers on, and an OOD or student domain of any run."
+        "becomes a dataset you can import teachers on, and an OOD or student domain of any run. "
+        f"At most {UPLOAD_MB} MiB here; larger sets with `dfkd-viz data import`."
     )
     with st.form("import_data"):
         dupload = st.file_uploader("Images", type=["npz", "zip"], key="data_upload")

@@ -200,22 +200,124 @@ def test_deep_link_first_request_and_the_demo_flow(server, browser):
         page.screenshot(path=str(SHOTS / f"{path.strip('/')}.png"), full_page=True)
 
 
-def test_two_tabs_follow_the_same_run(server, browser, trained_home):
+def test_two_runs_and_three_sessions_at_once(server, browser, trained_home):
+    """Concurrency: two runs going (one torch thread each) while three browser sessions (separate
+    contexts) watch them — no page errors, every page keeps updating, no step, evaluation,
+    snapshot or event is lost, and closing a session does not disturb a run."""
     from dfkd_viz.runs import manager
 
-    run_id = manager.launch(
-        {"teacher": "mnist-clean", "method": "dfq", "steps": 400, "threads": 1, "eval_every": 5}
-    )
-    ctx = browser.new_context(viewport={"width": 1280, "height": 1400})
-    tabs = [ctx.new_page(), ctx.new_page()]
-    for t in tabs:
-        t.goto(server + f"/live?run={run_id}")
-    for t in tabs:
-        t.wait_for_selector(".js-plotly-plot", timeout=90000)
-    a = [_step(t) for t in tabs]
-    time.sleep(8)
-    b = [_step(t) for t in tabs]
-    assert all(y > x for x, y in zip(a, b)), (a, b)
-    tabs[0].close()  # a closed tab does not stop the run
-    time.sleep(2)
-    assert manager.run_info(run_id)["status"] == "running"
+    steps, eval_every, snap_every = 60, 5, 10
+    common = {
+        "teacher": "mnist-clean",
+        "method": "dfq",
+        "steps": steps,
+        "threads": 1,
+        "batch_size": 64,
+        "eval_every": eval_every,
+        "snapshot_every": snap_every,
+        "checkpoint_every": 20,
+        "embedding": False,
+    }
+    runs = [manager.launch({**common, "seed": s}) for s in (0, 1)]
+    sessions = [browser.new_context(viewport={"width": 1280, "height": 1400}) for _ in range(3)]
+    watched = [runs[0], runs[1], runs[0]]  # two sessions on the same run
+    pages = [ctx.new_page() for ctx in sessions]
+    for pg, rid in zip(pages, watched):
+        pg.goto(server + f"/live?run={rid}")
+    for pg in pages:
+        pg.wait_for_selector(".js-plotly-plot", timeout=120000)
+    first = [_step(pg) for pg in pages]
+    deadline = time.time() + 90
+    while time.time() < deadline and not all(_step(p) > f for p, f in zip(pages, first)):
+        time.sleep(1)
+    assert all(_step(p) > f >= 0 for p, f in zip(pages, first)), (first, [_step(p) for p in pages])
+    for pg in pages:
+        _no_errors(pg)
+    # the third session browses other pages meanwhile, then leaves
+    for path in ("/runs", "/decisions", "/teachers"):
+        pages[2].goto(server + path + f"?run={runs[0]}")
+        pages[2].wait_for_selector('[data-testid="stMain"]', timeout=60000)
+        time.sleep(1.0)
+        _no_errors(pages[2])
+    sessions[2].close()
+    for rid in runs:
+        assert manager.wait(rid, timeout_s=300)["state"] == "finished"
+    for pg, rid in zip(pages[:2], runs):
+        deadline = time.time() + 30
+        while time.time() < deadline and _step(pg) != steps:
+            time.sleep(1)
+        assert _step(pg) == steps, pg.inner_text('[data-testid="stMain"]')[:500]
+        _no_errors(pg)
+        pg.screenshot(path=str(SHOTS / f"concurrent-{rid[-4:]}.png"), full_page=True)
+    from dfkd_viz.runs.store import RunReader
+
+    for rid in runs:
+        with RunReader(manager.run_dir(rid)) as r:
+            m = r.metrics(["g_total", "id_acc"])
+            assert sorted(m[m.name == "g_total"].step) == list(range(1, steps + 1))
+            evals = sorted(m[m.name == "id_acc"].step)
+            assert set(range(eval_every, steps + 1, eval_every)) <= set(evals), evals
+            assert set(range(snap_every, steps + 1, snap_every)) <= set(r.snapshot_steps())
+            events = list(r.events()["message"])
+            assert events[-1].startswith(f"finished at step {steps}")
+            assert not (r.events()["level"] == "error").any()
+    for ctx in sessions[:2]:
+        ctx.close()
+
+
+def test_teachers_page_imports_uploads_and_rejects_hostile_files(server, browser, tmp_path):
+    """The upload forms: a copy of a zoo teacher is imported (kind user, its accuracy measured), a
+    hostile pickle is rejected with one message and never runs, an .npz becomes a dataset."""
+    import pickle
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from dfkd_viz.data import load_dataset
+    from dfkd_viz.teachers import list_cards, load_teacher
+
+    good = tmp_path / "my-copy.safetensors"
+    sd = load_teacher("mnist-clean")[0].state_dict()
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(good))
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(Payload()))
+    digits = load_dataset("digits", "train")
+    npz = tmp_path / "mine.npz"
+    np.savez(npz, x=(digits.x[:120, 0].numpy() * 255).astype(np.uint8), y=digits.y[:120].numpy())
+
+    page = browser.new_page(viewport={"width": 1300, "height": 2000})
+    page.goto(server + "/teachers")
+    page.wait_for_selector("text=Teacher zoo", timeout=60000)
+    page.get_by_text("Import your own teacher").click()
+    form = page.locator('[data-testid="stForm"]').first
+    form.locator('input[type="file"]').set_input_files(str(evil))
+    time.sleep(1.0)
+    form.get_by_role("button", name="Validate and import").click()
+    page.wait_for_selector("text=Rejected:", timeout=60000)
+    assert "pickle" in page.inner_text('[data-testid="stAlertContentError"]')
+    assert not marker.exists()
+    form.locator('input[type="file"]').set_input_files(str(good))
+    time.sleep(1.0)
+    form.get_by_role("button", name="Validate and import").click()
+    page.get_by_text("Imported my-copy").wait_for(timeout=60000)
+    page.wait_for_selector("text=Imported from my-copy.safetensors", timeout=30000)  # its card
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(SHOTS / "teachers-import.png"), full_page=True)
+    c = next(c for c in list_cards() if c["id"] == "my-copy")
+    assert c["kind"] == "user" and c["id_acc"] > 0.95
+
+    page.get_by_text("Import your own data").click()
+    dform = page.locator('[data-testid="stForm"]').nth(1)
+    dform.locator('input[type="file"]').set_input_files(str(npz))
+    dform.get_by_label("Dataset name").fill("my-digits")
+    time.sleep(1.0)
+    dform.get_by_role("button", name="Validate and import").click()
+    page.get_by_text("Imported my-digits").wait_for(timeout=60000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert len(load_dataset("my-digits", "test")) == 24

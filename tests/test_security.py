@@ -3,6 +3,7 @@ imported datasets, path tricks, and property-based tests of config validation.""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import random
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -527,3 +529,64 @@ def test_config_ranges_name_the_field(steps, batch):
         assert ("steps" in str(exc)) if not 1 <= steps <= 1_000_000 else "batch_size" in str(exc)
     else:
         assert ok and (cfg.steps, cfg.batch_size) == (steps, batch)
+
+
+# --------------------------------------------------------------------------- exposure
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) listening on ``port``."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, p = local.split(":")
+                if int(p, 16) == port and state == "0A":  # 0A = LISTEN
+                    out.add(addr)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")
+def test_the_app_listens_on_localhost_only_by_default(home):
+    """`streamlit run app.py` from the repository, with no address option: the project's
+    .streamlit/config.toml binds 127.0.0.1 (not 0.0.0.0 / ::) and limits uploads."""
+    import socket
+    import urllib.request
+
+    tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
+
+    root = Path(__file__).resolve().parent.parent
+    conf = tomllib.loads((root / ".streamlit" / "config.toml").read_text())["server"]
+    assert conf["address"] == "127.0.0.1"
+    assert conf["maxUploadSize"] * 2**20 <= importer.MAX_TEACHER_BYTES
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("streamlit")),
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(150):
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        addrs = _listening(port)
+        assert addrs == {"0100007F"}, addrs  # 127.0.0.1, little-endian hex; nothing else
+    finally:
+        proc.terminate()
+        proc.wait(10)
