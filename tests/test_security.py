@@ -499,7 +499,13 @@ _values = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     st.dictionaries(
         st.one_of(st.sampled_from(_FIELDS), st.text(max_size=8)), _values, max_size=6
@@ -517,7 +523,7 @@ def test_config_validation_never_crashes(raw):
         assert validate_config(json.loads(cfg.to_json()), check_teacher=False) == cfg
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, derandomize=True, database=None)
 @given(st.integers(min_value=-(10**7), max_value=10**7), st.integers(-5, 5000))
 def test_config_ranges_name_the_field(steps, batch):
     raw = {"teacher": "mnist-clean", "method": "dfq", "steps": steps, "batch_size": batch}

@@ -7,6 +7,7 @@ field and the allowed range, e.g. ``steps must be ≥ 1 (got -5)``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -92,6 +93,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One sentence for the first error of ``exc``: the field, what is allowed, what was given."""
     err = exc.errors()[0]
     field = prefix + ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+    if field and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,80}", field):
+        field = repr(field[:60])  # a user-typed key: quoted, never raw newlines or control codes
     ctx = err.get("ctx") or {}
     kind = err.get("type", "")
     given = err.get("input")
