@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from dfkd_viz.data import load_dataset, load_domain
-from dfkd_viz.data.user import DataImportError, import_dataset, list_datasets
+from dfkd_viz.data.user import DataImportError, delete_dataset, import_dataset, list_datasets
 from dfkd_viz.errors import ConfigError
 from dfkd_viz.models import create_model
 from dfkd_viz.runs.config import RunConfig, validate_config
@@ -404,6 +404,15 @@ def test_image_folder_and_zip_import(home, tmp_path):
     assert {m["name"] for m in list_datasets()} == {"my-folder", "my-zip"}
     with pytest.raises(DataImportError, match="already imported"):
         import_dataset(root, "my-folder")
+    delete_dataset("my-zip")
+    assert [m["name"] for m in list_datasets()] == ["my-folder"]
+    assert sorted(p.name for p in (home / "user-data").iterdir()) == [
+        ".my-folder.lock",
+        "my-folder.json",
+        "my-folder.npz",
+    ]
+    with pytest.raises(DataImportError, match="no imported dataset"):
+        delete_dataset("mnist")
 
 
 def test_npz_import_is_usable_as_ood_and_student_domain(trained_home, tmp_path):

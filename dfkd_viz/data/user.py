@@ -428,8 +428,9 @@ def delete_dataset(name: str) -> None:
     if not NAME_RE.match(name or "") or name not in discover():
         raise DataImportError(f"no imported dataset {str(name)[:50]!r}")
     d = user_data_dir()
-    (d / f"{name}.json").unlink(missing_ok=True)
+    (d / f"{name}.json").unlink(missing_ok=True)  # the card first: never a listed half
     (d / f"{name}.npz").unlink(missing_ok=True)
+    (d / f".{name}.lock").unlink(missing_ok=True)
     _clear_caches()
 
 

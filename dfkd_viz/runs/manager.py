@@ -151,7 +151,7 @@ def effective_status(
         return st
     error = f"the worker process {st.get('pid')} ended without recording an end (killed or crashed)"
     last = _log_tail(run_dir(run_id) / "worker.log")
-    if last:
+    if last and re.search(r"error|exception|could not|killed", last, re.IGNORECASE):
         error += f"; its log ends: {last}"
     st.update(state="failed", error=error)
     if repair:
