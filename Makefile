@@ -10,7 +10,7 @@ ADDRESS ?= 127.0.0.1
 # torch is pinned in the same pip command as everything else: never a CUDA build by accident.
 TORCH := torch==2.13.0
 
-.PHONY: app test setup setup-dev chromium lint format bench zoo clean-venv
+.PHONY: app test setup setup-dev chromium lint format bench bench-quick zoo clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,9 +61,10 @@ zoo: setup
 clean-venv:
 	rm -rf $(VENV)
 
-## make bench: the benchmark scripts (long; figures for the README's results tables)
-bench: setup-dev
-	$(VENV)/bin/python benchmarks/speed.py --seconds 30 120 --seeds 0 1 2
-	$(VENV)/bin/python benchmarks/plain_dfq.py --seconds 40
-	$(VENV)/bin/python benchmarks/machine.py
-	$(VENV)/bin/python benchmarks/app_bench.py --seconds 40
+## make bench: the performance figures (~15 min) → benchmarks/results.json, results.md and the
+## README's performance table; `make bench-quick` is the same with tiny budgets (< 2 min, CI)
+bench: setup-dev chromium
+	$(VENV)/bin/python benchmarks/bench.py
+
+bench-quick: setup-dev chromium
+	$(VENV)/bin/python benchmarks/bench.py --quick

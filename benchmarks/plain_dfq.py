@@ -24,29 +24,32 @@ from dfkd_viz.models import Generator, create_model
 from dfkd_viz.teachers import load_teacher, train_teacher
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=40.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--teacher", default="mnist-clean")
-    ap.add_argument("--batch-size", type=int, default=128)
-    args = ap.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    train_teacher(args.teacher)
-    teacher, card = load_teacher(args.teacher)
-    torch.manual_seed(args.seed)
-    student = create_model("lenet5", mean=tuple(card["mean"]), std=tuple(card["std"]))
-    gen = Generator(nz=100, ngf=16, mean=tuple(card["mean"]), std=tuple(card["std"]))
-    opt_g = torch.optim.Adam(gen.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    opt_s = torch.optim.Adam(student.parameters(), lr=2e-3)
-    hook = BNStatsHook(teacher)
-    test = load_dataset(card["dataset"], "test")
-    t0 = time.perf_counter()
-    step, curve = 0, []
-    while time.perf_counter() - t0 < args.seconds:
+class PlainDFQ:
+    """The plain loop's state: teacher, student, generator, optimisers (built with ``seed``)."""
+
+    def __init__(self, teacher_id: str = "mnist-clean", seed: int = 0, batch_size: int = 128):
+        train_teacher(teacher_id)
+        self.teacher, self.card = load_teacher(teacher_id)
+        torch.manual_seed(seed)
+        mean, std = tuple(self.card["mean"]), tuple(self.card["std"])
+        self.student = create_model("lenet5", mean=mean, std=std)
+        self.gen = Generator(nz=100, ngf=16, mean=mean, std=std)
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=1e-3, betas=(0.5, 0.999))
+        self.opt_s = torch.optim.Adam(self.student.parameters(), lr=2e-3)
+        self.hook = BNStatsHook(self.teacher)
+        self.batch_size = batch_size
+
+    def step(self) -> None:
+        """One outer iteration: a generator step, then five student steps on fresh samples."""
+        teacher, student, gen, hook, b = (
+            self.teacher,
+            self.student,
+            self.gen,
+            self.hook,
+            self.batch_size,
+        )
         # generator: fool the student, match BN statistics, be confident, cover the classes
-        z = torch.randn(args.batch_size, 100)
-        x = gen(z)
+        x = gen(torch.randn(b, 100))
         hook.enabled = True
         t = teacher(x)
         hook.enabled = False
@@ -58,25 +61,40 @@ def main() -> None:
             + F.cross_entropy(t, t.argmax(1))
             + 20 * (p * p.clamp_min(1e-8).log()).sum()
         )
-        opt_g.zero_grad()
+        self.opt_g.zero_grad()
         loss_g.backward()
-        opt_g.step()
+        self.opt_g.step()
         # student: five steps, each on fresh synthetic samples
         for _ in range(5):
             with torch.no_grad():
-                x = gen(torch.randn(args.batch_size, 100))
+                x = gen(torch.randn(b, 100))
                 t = teacher(x)
             loss_s = F.l1_loss(student(x), t)
-            opt_s.zero_grad()
+            self.opt_s.zero_grad()
             loss_s.backward()
-            opt_s.step()
+            self.opt_s.step()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--teacher", default="mnist-clean")
+    ap.add_argument("--batch-size", type=int, default=128)
+    args = ap.parse_args()
+    loop = PlainDFQ(args.teacher, args.seed, args.batch_size)
+    test = load_dataset(loop.card["dataset"], "test")
+    t0 = time.perf_counter()
+    step, curve = 0, []
+    while time.perf_counter() - t0 < args.seconds:
+        loop.step()
         step += 1
         if step % 20 == 0:
-            acc = accuracy(student, test)
+            acc = accuracy(loop.student, test)
             curve.append((round(time.perf_counter() - t0, 2), step, acc))
             print(f"{curve[-1][0]:7.1f} s  step {step:5d}  ID acc {acc:.2%}", flush=True)
     wall = time.perf_counter() - t0
-    acc = accuracy(student, test)
+    acc = accuracy(loop.student, test)
     print(
         json.dumps(
             {
@@ -85,7 +103,7 @@ def main() -> None:
                 "steps": step,
                 "it_s": round(step / wall, 2),
                 "id_acc": acc,
-                "teacher_id_acc": card["id_acc"],
+                "teacher_id_acc": loop.card["id_acc"],
                 "curve": curve,
             }
         )

@@ -1,0 +1,342 @@
+"""``make bench``: the performance figures in one JSON file and one Markdown table.
+
+    python benchmarks/bench.py [--quick] [--sections NAME ...] [--out PATH] [--no-readme]
+
+Sections (each prints as it goes; all run in a temporary DFKD_VIZ_HOME whose clean MNIST teacher is
+trained first, ~8 s):
+
+- ``engine_vs_plain``: the engine's ``dfq`` and the plain reference loop of ``plain_dfq.py`` in this
+  one process, same teacher, student, generator, batch (128), seed and work per step (one generator
+  step, then five student steps on five *fresh* generator batches: the engine runs with
+  ``sample_mode=fresh``), blocks of steps interleaved; iterations/s and their ratio. The engine's
+  default (replay memory) rate is reported beside it.
+- ``kernel``: FLOPs of a DFQ step (``FlopCounterMode``) × its rate against the measured fp32 matmul
+  and channels-last convolution rates of this CPU (``machine.py``): ``kernel_fraction``.
+- ``time_to_accuracy``: ``dfkd-viz run --seconds S`` for dfad, zskt, dfq, tadfkd on the clean MNIST
+  teacher (seeds 0–2, evaluation every 5 steps): distillation seconds until the student first
+  reaches 90 / 95 / 97 % of the teacher's ID accuracy; the median over seeds (null if most seeds
+  never get there within S).
+- ``defenses``: iterations/s of ``dfq`` with no defense, ``ta-select``, ``atesc`` and ``abd``.
+- ``umap``: the warm UMAP ``transform`` of a 512-sample snapshot into a 4,000-point map
+  (``embedding_bench.py``): ``umap_update_s``.
+- ``app``: ``app_bench.py`` — cold start of the server to the first page in Chromium, live-fragment
+  render p50 / p95 with a run going, peak RSS of server + worker.
+
+``--quick`` shrinks every budget (one seed, one method, a few steps; under 2 minutes on 2 cores)
+and writes ``benchmarks/results-quick.json``: CI runs it to catch errors, never to judge speed.
+The full run writes ``benchmarks/results.json`` and ``benchmarks/results.md`` and refreshes the
+table between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+SECTIONS = ("engine_vs_plain", "kernel", "time_to_accuracy", "defenses", "umap", "app")
+GOALS = {
+    "engine_vs_plain": ("≥ 2×", lambda v: v >= 2.0),
+    "kernel_fraction": ("≥ 50 %", lambda v: v >= 0.5),
+    "best_seconds_to_97pct": ("≤ 10 s", lambda v: v <= 10.0),
+    "fragment_p95_ms": ("≤ 200 ms", lambda v: v <= 200.0),
+    "peak_rss_gb": ("≤ 2.5 GB", lambda v: v <= 2.5),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def _quiet_engine(steps: int, method: str = "dfq", **extra):
+    """An engine with evaluation, snapshots and checkpoints out of the way, and a one-step
+    function (generator phase + student phase, as the engine's own loop does)."""
+    from dfkd_viz.runs.build import build_engine
+    from dfkd_viz.runs.config import validate_config
+
+    cfg = validate_config(
+        {
+            "teacher": "mnist-clean",
+            "method": method,
+            "steps": steps,
+            "embedding": False,
+            "eval_every": 1_000_000,
+            "snapshot_every": 1_000_000,
+            "checkpoint_every": 1_000_000,
+            **extra,
+        }
+    )
+    eng = build_engine(cfg)
+
+    def one_step() -> None:
+        eng._set_lr()
+        eng._generator_phase()
+        eng._student_phase()
+        eng.step += 1
+
+    return eng, one_step
+
+
+def _rate(step, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return n / (time.perf_counter() - t0)
+
+
+def engine_vs_plain(quick: bool) -> dict:
+    from plain_dfq import PlainDFQ
+
+    n, blocks = (3, 1) if quick else (15, 3)
+    _, engine_step = _quiet_engine(10_000, method_params={"sample_mode": "fresh"})
+    _, default_step = _quiet_engine(10_000)
+    plain = PlainDFQ("mnist-clean", seed=0)
+    for fn in (engine_step, default_step, plain.step):  # warm-up
+        fn()
+        fn()
+    t_eng = t_plain = 0.0
+    for _ in range(blocks):  # interleaved, so both see the same machine state
+        t0 = time.perf_counter()
+        for _ in range(n):
+            engine_step()
+        t_eng += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(n):
+            plain.step()
+        t_plain += time.perf_counter() - t0
+    eng_it, plain_it = n * blocks / t_eng, n * blocks / t_plain
+    out = {
+        "engine_it_s": round(eng_it, 2),
+        "plain_it_s": round(plain_it, 2),
+        "engine_vs_plain": round(eng_it / plain_it, 2),
+        "engine_default_it_s": round(_rate(default_step, n * blocks), 2),
+    }
+    log(f"engine_vs_plain {out}")
+    return out
+
+
+def kernel(quick: bool) -> dict:
+    from machine import conv_gflops, matmul_gflops, step_flops_and_rate
+
+    out = {"matmul_gflops": round(matmul_gflops(), 1), "conv_cl_gflops": round(conv_gflops(), 1)}
+    step = step_flops_and_rate("dfq", 5 if quick else 40)
+    out["dfq_gflop_per_step"] = round(step["flops_per_step"] / 1e9, 2)
+    out["dfq_it_s"] = round(step["it_s"], 2)
+    out["achieved_gflops"] = round(step["achieved_gflops"], 1)
+    out["kernel_fraction"] = round(
+        step["achieved_gflops"] / max(out["matmul_gflops"], out["conv_cl_gflops"]), 3
+    )
+    log(f"kernel {out}")
+    return out
+
+
+def _seconds_to(run_dir: Path, teacher_acc: float, fracs=(0.9, 0.95, 0.97)) -> dict:
+    from dfkd_viz.runs.store import RunReader
+
+    with RunReader(run_dir) as r:
+        m = r.metrics(["id_acc"]).sort_values("step")
+    out = {}
+    for f in fracs:
+        hit = m[m.value >= f * teacher_acc]
+        out[f"{round(f * 100)}pct"] = None if hit.empty else round(float(hit.wall_s.iloc[0]), 2)
+    return out
+
+
+def time_to_accuracy(quick: bool) -> dict:
+    from dfkd_viz.runs import manager
+    from dfkd_viz.teachers import card
+
+    methods = ["dfq"] if quick else ["dfad", "zskt", "dfq", "tadfkd"]
+    seeds = [0] if quick else [0, 1, 2]
+    seconds = 5 if quick else 40
+    teacher_acc = card("mnist-clean")["id_acc"]
+    cli = str(Path(sys.executable).with_name("dfkd-viz"))
+    per: dict[str, dict] = {}
+    for m in methods:
+        rows = []
+        for s in seeds:
+            cmd = [cli, "run", "--teacher", "mnist-clean", "--method", m, "--seconds", str(seconds)]
+            cmd += ["--seed", str(s), "--eval-every", "5", "--json"]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 4 + 120)
+            if r.returncode != 0:
+                raise RuntimeError(f"{m} seed {s} failed: {r.stderr.strip()[-300:]}")
+            info = json.loads(r.stdout.strip().splitlines()[-1])
+            row = _seconds_to(manager.run_dir(info["run_id"]), teacher_acc)
+            row.update(seed=s, final_rel=round(info["id_acc"] / teacher_acc, 4), it_s=info["it_s"])
+            rows.append(row)
+            log(f"time_to_accuracy {m} seed {s}: {row}")
+        med = {}
+        for key in ("90pct", "95pct", "97pct"):
+            vals = sorted(r[key] if r[key] is not None else float("inf") for r in rows)
+            v = statistics.median(vals)
+            med[key] = None if v == float("inf") else round(v, 2)
+        per[m] = {"median": med, "runs": rows}
+    reached = [v["median"]["97pct"] for v in per.values() if v["median"]["97pct"] is not None]
+    return {
+        "seconds_budget": seconds,
+        "teacher_id_acc": teacher_acc,
+        "seconds_to_97pct": {m: v["median"]["97pct"] for m, v in per.items()},
+        "seconds_to": per,
+        "best_seconds_to_97pct": min(reached) if reached else None,
+    }
+
+
+def defenses(quick: bool) -> dict:
+    n = 3 if quick else 20
+    out = {}
+    for d in ("none", "ta-select", "atesc", "abd"):
+        _eng, step = _quiet_engine(n + 2, defense=d)
+        step()  # warm-up
+        out[d] = round(_rate(step, n), 2)
+        log(f"defenses {d}: {out[d]} it/s")
+    base = out["none"]
+    return {
+        "defense_it_s": out,
+        "defense_overhead": {d: round(base / v, 2) for d, v in out.items() if d != "none"},
+    }
+
+
+def umap(quick: bool) -> dict:
+    from embedding_bench import in_process
+
+    r = in_process("mnist-clean")
+    out = {
+        "umap_update_s": r["transform_512_s_warm"],
+        "umap_fit_s_warm": r["fit_s_warm"],
+        "umap_fit_s_cold": r["fit_s_cold"],
+    }
+    log(f"umap {out}")
+    return out
+
+
+def app(quick: bool) -> dict:
+    if not Path("/usr/bin/chromium").exists():
+        log("app: skipped (Chromium is missing: `make chromium` as root)")
+        return {"app_skipped": "chromium missing"}
+    out_path = Path(tempfile.mkdtemp()) / "app.json"
+    cmd = [sys.executable, str(HERE / "app_bench.py"), "--seconds", "8" if quick else "40"]
+    r = subprocess.run([*cmd, "--out", str(out_path)], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"app_bench failed: {r.stderr.strip()[-500:]}")
+    a = json.loads(out_path.read_text())
+    frag = next(iter(a["fragments"].values()), {}) if a["fragments"] else {}
+    out = {
+        "cold_start_s": a.get("cold_start_s"),
+        "server_ready_s": a["server_ready_s"],
+        "first_curve_s": a["first_curve_s"],
+        "fragment_p50_ms": frag.get("p50_ms"),
+        "fragment_p95_ms": a["fragment_p95_ms"],
+        "fragment_renders": frag.get("n"),
+        "peak_rss_gb": round(a["peak_rss_mb_server_plus_worker"] / 1024, 2),
+    }
+    log(f"app {out}")
+    return out
+
+
+def table(res: dict) -> str:
+    m = res["machine"]
+    lines = [
+        f"Machine: {m['cpu']} · {m['cores']} cores · torch {m['torch']} · {m['threads']} threads"
+        + (" · **quick mode** (tiny budgets: not for judging speed)" if res["quick"] else ""),
+        "",
+        "| figure | value | goal |",
+        "|---|---|---|",
+    ]
+
+    def row(name: str, label: str, fmt) -> None:
+        v = res.get(name)
+        if v is None:
+            return
+        goal = GOALS.get(name)
+        mark = "" if goal is None else (" ✓" if goal[1](v) else " ✗")
+        lines.append(f"| {label} | {fmt(v)} | {goal[0] + mark if goal else ''} |")
+
+    row("engine_vs_plain", "engine ÷ plain loop, same work (iterations/s)", lambda v: f"{v:.2f}×")
+    if "engine_it_s" in res:
+        lines.append(
+            f"| engine `dfq` (fresh samples) / plain loop / engine default (replay memory) | "
+            f"{res['engine_it_s']} / {res['plain_it_s']} / {res['engine_default_it_s']} it/s | |"
+        )
+    row(
+        "kernel_fraction",
+        "achieved ÷ best fp32 rate (matmul or channels-last conv)",
+        "{:.0%}".format,
+    )
+    if "achieved_gflops" in res:
+        lines.append(
+            f"| DFQ step: GFLOP per step · achieved · matmul · conv | {res['dfq_gflop_per_step']} · "
+            f"{res['achieved_gflops']} · {res['matmul_gflops']} · {res['conv_cl_gflops']} GFLOP/s | |"
+        )
+    for m, v in (res.get("seconds_to") or {}).items():
+        med = v["median"]
+        txt = " / ".join(
+            "—" if med[k] is None else f"{med[k]:.1f}" for k in ("90pct", "95pct", "97pct")
+        )
+        lines.append(f"| `{m}`: seconds to 90 / 95 / 97 % of the teacher (median) | {txt} | |")
+    row("best_seconds_to_97pct", "best method: seconds to 97 % of the teacher", "{:.1f} s".format)
+    for d, v in (res.get("defense_it_s") or {}).items():
+        extra = "" if d == "none" else f" ({res['defense_overhead'][d]:.2f}× slower)"
+        lines.append(f"| `dfq` + defense `{d}` | {v} it/s{extra} | |")
+    row("fragment_p95_ms", "live fragment render p95 (run going)", "{:.0f} ms".format)
+    row("fragment_p50_ms", "live fragment render p50", "{:.0f} ms".format)
+    row("umap_update_s", "UMAP update (512 samples into the map, warm)", "{:.2f} s".format)
+    row("peak_rss_gb", "peak RSS, server + worker", "{:.2f} GB".format)
+    row("cold_start_s", "cold start: server launch → first page in the browser", "{:.1f} s".format)
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(md: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    a, b = "<!-- bench:begin -->", "<!-- bench:end -->"
+    if a in text and b in text:
+        head, rest = text.split(a, 1)
+        _, tail = rest.split(b, 1)
+        readme.write_text(f"{head}{a}\n{md}{b}{tail}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test (CI)")
+    ap.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--no-readme", action="store_true", help="do not refresh the README table")
+    args = ap.parse_args()
+    out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
+    home = Path(tempfile.mkdtemp(prefix="dfkd-viz-bench-"))
+    os.environ["DFKD_VIZ_HOME"] = str(home)
+    import torch
+    from machine import machine
+
+    from dfkd_viz.teachers import train_teacher
+
+    t0 = time.perf_counter()
+    train_teacher("mnist-clean")
+    res: dict = {"machine": machine(), "quick": args.quick, "created": time.strftime("%Y-%m-%d")}
+    res["machine"]["threads"] = torch.get_num_threads()
+    for name in args.sections:
+        log(f"— {name}")
+        res.update(globals()[name](args.quick))
+    res["bench_s"] = round(time.perf_counter() - t0, 1)
+    out.write_text(json.dumps(res, indent=1))
+    md = table(res)
+    print(md)
+    if not args.quick:
+        (HERE / "results.md").write_text(md)
+        if not args.no_readme and set(args.sections) == set(SECTIONS):
+            update_readme(md)
+    log(f"wrote {out} in {res['bench_s']} s")
+
+
+if __name__ == "__main__":
+    main()
