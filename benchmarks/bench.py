@@ -8,7 +8,7 @@ trained first, ~8 s):
 - ``engine_vs_plain``: the engine's ``dfq`` and the plain reference loop of ``plain_dfq.py`` in this
   one process, same teacher, student, generator, batch (128), seed and work per step (one generator
   step, then five student steps on five *fresh* generator batches: the engine runs with
-  ``sample_mode=fresh``), blocks of steps interleaved; iterations/s and their ratio. The engine's
+  ``sample_mode=fresh, reuse_g_batch=false``), blocks of steps interleaved; iterations/s and their ratio. The engine's
   default (replay memory) rate is reported beside it.
 - ``kernel``: FLOPs of a DFQ step (``FlopCounterMode``) × its rate against the measured fp32 matmul
   and channels-last convolution rates of this CPU (``machine.py``): ``kernel_fraction``.
@@ -100,7 +100,9 @@ def engine_vs_plain(quick: bool) -> dict:
     from plain_dfq import PlainDFQ
 
     n, blocks = (3, 1) if quick else (15, 3)
-    _, engine_step = _quiet_engine(10_000, method_params={"sample_mode": "fresh"})
+    _, engine_step = _quiet_engine(
+        10_000, method_params={"sample_mode": "fresh", "reuse_g_batch": False}
+    )
     _, default_step = _quiet_engine(10_000)
     plain = PlainDFQ("mnist-clean", seed=0)
     for fn in (engine_step, default_step, plain.step):  # warm-up
