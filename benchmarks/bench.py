@@ -60,35 +60,6 @@ def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def _quiet_engine(steps: int, method: str = "dfq", **extra):
-    """An engine with evaluation, snapshots and checkpoints out of the way, and a one-step
-    function (generator phase + student phase, as the engine's own loop does)."""
-    from dfkd_viz.runs.build import build_engine
-    from dfkd_viz.runs.config import validate_config
-
-    cfg = validate_config(
-        {
-            "teacher": "mnist-clean",
-            "method": method,
-            "steps": steps,
-            "embedding": False,
-            "eval_every": 1_000_000,
-            "snapshot_every": 1_000_000,
-            "checkpoint_every": 1_000_000,
-            **extra,
-        }
-    )
-    eng = build_engine(cfg)
-
-    def one_step() -> None:
-        eng._set_lr()
-        eng._generator_phase()
-        eng._student_phase()
-        eng.step += 1
-
-    return eng, one_step
-
-
 def _rate(step, n: int) -> float:
     t0 = time.perf_counter()
     for _ in range(n):
@@ -97,13 +68,12 @@ def _rate(step, n: int) -> float:
 
 
 def engine_vs_plain(quick: bool) -> dict:
+    from machine import quiet_engine
     from plain_dfq import PlainDFQ
 
     n, blocks = (3, 1) if quick else (15, 3)
-    _, engine_step = _quiet_engine(
-        10_000, method_params={"sample_mode": "fresh", "reuse_g_batch": False}
-    )
-    _, default_step = _quiet_engine(10_000)
+    _, engine_step = quiet_engine(method_params={"sample_mode": "fresh", "reuse_g_batch": False})
+    _, default_step = quiet_engine()
     plain = PlainDFQ("mnist-clean", seed=0)
     for fn in (engine_step, default_step, plain.step):  # warm-up
         fn()
@@ -220,10 +190,12 @@ def time_to_accuracy(quick: bool) -> dict:
 
 
 def defenses(quick: bool) -> dict:
+    from machine import quiet_engine
+
     n = 3 if quick else 20
     out = {}
     for d in ("none", "ta-select", "atesc", "abd"):
-        _eng, step = _quiet_engine(n + 2, defense=d)
+        _eng, step = quiet_engine(steps=n + 2, defense=d)
         step()  # warm-up
         out[d] = round(_rate(step, n), 2)
         log(f"defenses {d}: {out[d]} it/s")

@@ -74,19 +74,21 @@ def conv_gflops(batch: int = 128, c: int = 32, hw: int = 14) -> float:
     return _rate(lambda: F.conv2d(x, w, padding=1), flops)
 
 
-def step_flops_and_rate(method: str, steps: int, seed: int = 0) -> dict:
-    """FLOPs of one engine step (generator + student phase, forward and backward) and the rate
-    achieved over ``steps`` steps without evaluation or snapshots."""
+def quiet_engine(method: str = "dfq", steps: int = 10_000, seed: int = 0, **extra):
+    """An engine on the clean MNIST teacher with evaluation, snapshots, checkpoints and the
+    embedding map out of the way, and a function running one step (generator phase + student
+    phase, as the engine's own loop does). ``extra``: more RunConfig fields."""
     cfg = validate_config(
         {
             "teacher": "mnist-clean",
             "method": method,
-            "steps": 10_000,
+            "steps": steps,
             "seed": seed,
             "embedding": False,
             "eval_every": 1_000_000,
             "snapshot_every": 1_000_000,
             "checkpoint_every": 1_000_000,
+            **extra,
         }
     )
     eng = build_engine(cfg)
@@ -96,6 +98,14 @@ def step_flops_and_rate(method: str, steps: int, seed: int = 0) -> dict:
         eng._generator_phase()
         eng._student_phase()
         eng.step += 1
+
+    return eng, one_step
+
+
+def step_flops_and_rate(method: str, steps: int, seed: int = 0) -> dict:
+    """FLOPs of one engine step (generator + student phase, forward and backward) and the rate
+    achieved over ``steps`` steps without evaluation or snapshots."""
+    _, one_step = quiet_engine(method, seed=seed)
 
     for _ in range(3):  # warm-up: memory filled, kernels chosen
         one_step()

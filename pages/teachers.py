@@ -89,12 +89,25 @@ progress_panel()
 UPLOAD_MB = min(int(st.get_option("server.maxUploadSize")), MAX_TEACHER_BYTES // 2**20)
 
 
-def _save_upload(upload, folder: str) -> Path:
-    """Write an upload to a fresh private temporary folder under a fixed name: the browser's file
-    name is never used as a path (it only becomes the default id, sanitised)."""
-    path = Path(folder) / "upload.bin"
-    path.write_bytes(upload.getvalue())
-    return path
+def _validated_upload(upload, what: str, max_bytes: int, do_import):
+    """Run ``do_import(path)`` on an upload, or show why not; returns its result or None.
+
+    The upload is written to a fresh private temporary folder under a fixed name: the browser's
+    file name is never used as a path (it only becomes the default id, sanitised)."""
+    if upload is None:
+        st.error(f"Choose {what} first.")
+        return None
+    if upload.size > max_bytes:
+        st.error(f"{upload.name} is larger than {max_bytes // 2**20} MiB.")
+        return None
+    with tempfile.TemporaryDirectory() as tmp, st.spinner("Validating…"):
+        path = Path(tmp) / "upload.bin"
+        path.write_bytes(upload.getvalue())
+        try:
+            return do_import(path)
+        except DfkdVizError as exc:
+            st.error(f"Rejected: {exc}")
+            return None
 
 
 with st.expander("Import your own teacher", icon=":material/upload_file:"):
@@ -127,33 +140,28 @@ with st.expander("Import your own teacher", icon=":material/upload_file:"):
         domains = domain_names()
         ood = g2.selectbox("OOD domain for its card", domains, index=domains.index("mnist-m"))
         submitted = st.form_submit_button("Validate and import", icon=":material/verified_user:")
-    if submitted:
-        if upload is None:
-            st.error("Choose a teacher file first.")
-        elif upload.size > MAX_TEACHER_BYTES:
-            st.error(f"{upload.name} is larger than {MAX_TEACHER_BYTES // 2**20} MiB.")
-        else:
-            with tempfile.TemporaryDirectory() as tmp, st.spinner("Validating…"):
-                try:
-                    c = import_teacher(
-                        _save_upload(upload, tmp),
-                        arch=arch,
-                        dataset=dataset,
-                        teacher_id=new_id.strip() or None,
-                        normalization=norm,
-                        ood_domain=ood,
-                        filename=upload.name,
-                    )
-                except DfkdVizError as exc:
-                    st.error(f"Rejected: {exc}")
-                else:
-                    ui.cached_cards.clear()
-                    st.session_state["imported"] = [
-                        f"Imported `{c['id']}`: ID accuracy {ui.pct(c['id_acc'])} on {dataset}, "
-                        f"OOD accuracy {ui.pct(c['ood_acc'])} on {ood}; its card is below.",
-                        *(c.get("warnings") or []),
-                    ]
-                    st.rerun()  # the new card joins the list
+    c = submitted and _validated_upload(
+        upload,
+        "a teacher file",
+        MAX_TEACHER_BYTES,
+        lambda path: import_teacher(
+            path,
+            arch=arch,
+            dataset=dataset,
+            teacher_id=new_id.strip() or None,
+            normalization=norm,
+            ood_domain=ood,
+            filename=upload.name,
+        ),
+    )
+    if c:
+        ui.cached_cards.clear()
+        st.session_state["imported"] = [
+            f"Imported `{c['id']}`: ID accuracy {ui.pct(c['id_acc'])} on {dataset}, "
+            f"OOD accuracy {ui.pct(c['ood_acc'])} on {ood}; its card is below.",
+            *(c.get("warnings") or []),
+        ]
+        st.rerun()  # the new card joins the list
     done = st.session_state.pop("imported", None)
     if done:
         st.success(done[0])
@@ -176,30 +184,25 @@ with st.expander("Import your own data", icon=":material/photo_library:"):
         )
         frac = h3.number_input("Test share", min_value=0.05, max_value=0.9, value=0.2, step=0.05)
         dsub = st.form_submit_button("Validate and import", icon=":material/verified:")
-    if dsub:
-        if dupload is None:
-            st.error("Choose an .npz or .zip file first.")
-        elif dupload.size > MAX_SOURCE_BYTES:
-            st.error(f"{dupload.name} is larger than {MAX_SOURCE_BYTES // 2**20} MiB.")
-        else:
-            with tempfile.TemporaryDirectory() as tmp, st.spinner("Validating…"):
-                try:
-                    meta = import_dataset(
-                        _save_upload(dupload, tmp),
-                        dname.strip(),
-                        size=(int(dsize), int(dsize)) if dsize else None,
-                        test_fraction=float(frac),
-                        filename=dupload.name,
-                    )
-                except DfkdVizError as exc:
-                    st.error(f"Rejected: {exc}")
-                else:
-                    ui.cached_cards.clear()
-                    c_, h_, w_ = meta["shape"]
-                    st.success(
-                        f"Imported `{meta['name']}`: {meta['n']} images, {c_}×{h_}×{w_}, "
-                        f"{len(meta['classes'])} classes."
-                    )
+    meta = dsub and _validated_upload(
+        dupload,
+        "an .npz or .zip file",
+        MAX_SOURCE_BYTES,
+        lambda path: import_dataset(
+            path,
+            dname.strip(),
+            size=(int(dsize), int(dsize)) if dsize else None,
+            test_fraction=float(frac),
+            filename=dupload.name,
+        ),
+    )
+    if meta:
+        ui.cached_cards.clear()
+        c_, h_, w_ = meta["shape"]
+        st.success(
+            f"Imported `{meta['name']}`: {meta['n']} images, {c_}×{h_}×{w_}, "
+            f"{len(meta['classes'])} classes."
+        )
     for m in list_datasets():
         r = st.columns([4, 1])
         c_, h_, w_ = m["shape"]

@@ -10,21 +10,13 @@ import sys
 import time
 
 import pytest
+from test_runs import _wait_for
 
 from dfkd_viz.runs import manager
 from dfkd_viz.runs.liveness import process_start_time
 from dfkd_viz.runs.store import RunReader, RunWriter
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_for(pred, timeout=90.0):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _step(run_id: str) -> int:
@@ -35,7 +27,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(trained_home, ti
     run_id = manager.launch(
         {"teacher": "mnist-clean", "method": "dfq", "steps": 400, "embedding": False, **tiny_run}
     )
-    assert _wait_for(lambda: _step(run_id) >= 7)
+    assert _wait_for(lambda: _step(run_id) >= 7, 90.0)
     pid = manager.run_info(run_id)["pid"]
     with RunReader(manager.run_dir(run_id)) as r:
         before = r.metrics(["id_acc"])
@@ -48,7 +40,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(trained_home, ti
         after = r.metrics(["id_acc"])
     assert len(after) >= len(before)  # every committed metric survives the kill
     manager.resume(run_id)
-    assert _wait_for(lambda: _step(run_id) >= last_ckpt + 4)
+    assert _wait_for(lambda: _step(run_id) >= last_ckpt + 4, 90.0)
     manager.stop(run_id, wait_s=30)
     with RunReader(manager.run_dir(run_id)) as r:
         steps = sorted(set(r.metrics(["g_total"])["step"]))
