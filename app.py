@@ -31,6 +31,7 @@ PAGES = [
         icon=":material/swap_horiz:",
         url_path="out-of-domain",
     ),
+    st.Page("pages/audit.py", title="Audit", icon=":material/policy:", url_path="audit"),
     st.Page("pages/teachers.py", title="Teachers", icon=":material/school:", url_path="teachers"),
 ]
 

@@ -7,6 +7,8 @@
                  [--normalization dataset|none|MEAN/STD] [--ood-domain D] [--json]
                                                validate and add your own teacher (kind: user)
     dfkd-viz teachers delete ID                remove an imported teacher
+    dfkd-viz audit TEACHER_ID [--json] [--fresh]  a data-free trust report: NTL / backdoor /
+                                               collapse verdicts and the scores behind them
     dfkd-viz data import SOURCE --name NAME [--size HxW] [--test-fraction F]
                                                your own images: a class-per-folder directory,
                                                a .zip of one, or an .npz with x and y
@@ -225,6 +227,59 @@ def cmd_teachers_train(args) -> int:
         )
         bar.close()
     print(f"{len(ids)} teacher(s) ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------- audit
+def cmd_audit(args) -> int:
+    from tqdm import tqdm
+
+    from dfkd_viz.analysis.audit import audit_teacher
+    from dfkd_viz.teachers import load_teacher
+
+    load_teacher(args.id)  # an unknown or untrained teacher fails before the progress bar
+    bar = tqdm(
+        total=100,
+        desc=f"audit {args.id}",
+        unit="%",
+        file=sys.stderr,
+        disable=args.json and not sys.stderr.isatty(),
+        bar_format="{desc:30} {bar} {n_fmt}% {postfix}",
+    )
+
+    def progress(frac: float, msg: str) -> None:
+        bar.n = round(frac * 100)
+        bar.set_postfix_str(msg)
+        bar.refresh()
+
+    try:
+        report = audit_teacher(args.id, progress=progress, use_cache=not args.fresh)
+    except ValueError as exc:
+        raise DfkdVizError(f"cannot audit {args.id!r}: {exc}") from None
+    finally:
+        bar.close()
+    if args.json:
+        _print_json(report.summary())
+        return 0
+    v, n, b, c = report.verdict, report.ntl, report.backdoor, report.collapse
+    print(
+        f"audit of {args.id} ({report.arch}, {report.seconds:.0f} s; weights {report.weights_sha256[:12]})"
+    )
+    print(
+        f"  NTL       {v['ntl']:10}  lure share {n.lure_share:.2f} (class {n.lure_class}); "
+        f"robust at ε={report.params.epsilon}: lure {n.robust_lure:.2f}, others {n.robust_other:.2f}"
+    )
+    print(
+        f"  backdoor  {v['backdoor']:10}  trigger norm ratio {b.norm_ratio:.2f} (target {b.target}: "
+        f"{b.trigger_norms[b.target]:.2f} vs median {float(sorted(b.trigger_norms)[len(b.trigger_norms) // 2]):.2f}); "
+        f"anomaly index {b.anomaly_index:.1f}; shuffle survival {b.shuffle_survival[b.target]:.2f}"
+    )
+    print(
+        f"  collapse  {v['collapse']:10}  coverage {c.coverage:.2f} ({c.classes_covered} classes), "
+        f"median confidence {c.confidence:.2f}"
+    )
+    for s in report.suggestions:
+        print(f"  suggestion: {s}")
     return 0
 
 
@@ -703,6 +758,14 @@ def build_parser() -> argparse.ArgumentParser:
     tdel = tsub.add_parser("delete", help="remove an imported (kind: user) teacher")
     tdel.add_argument("id")
     tdel.set_defaults(func=cmd_teachers_delete)
+
+    au = sub.add_parser(
+        "audit", help="a data-free trust report of a teacher (NTL, backdoor, collapse)"
+    )
+    au.add_argument("id", metavar="TEACHER_ID")
+    au.add_argument("--json", action="store_true", help="verdict and scores as one JSON line")
+    au.add_argument("--fresh", action="store_true", help="audit again, ignoring a stored report")
+    au.set_defaults(func=cmd_audit)
 
     dt = sub.add_parser("data", help="your own datasets (ID, OOD or student-domain data)")
     dsub = dt.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

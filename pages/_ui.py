@@ -25,6 +25,7 @@ PAGE_FILES = {
     "sweeps": "pages/sweeps.py",
     "out-of-domain": "pages/out-of-domain.py",
     "teachers": "pages/teachers.py",
+    "audit": "pages/audit.py",
 }
 
 STATE_COLORS = {
@@ -116,6 +117,26 @@ def cached_cards() -> list[dict[str, Any]]:
 
 cached_runs.clear = _runs.clear  # type: ignore[attr-defined]
 cached_cards.clear = _cards.clear  # type: ignore[attr-defined]
+
+
+@st.cache_data(ttl=5.0, show_spinner=False)
+def _audit(home: str, teacher_id: str) -> dict[str, Any] | None:
+    from dfkd_viz.analysis.audit import cached_report
+
+    report = cached_report(teacher_id)
+    return None if report is None else report.summary()
+
+
+def audit_summary(teacher_id: str) -> dict[str, Any] | None:
+    """The stored audit of ``teacher_id``'s current weights (``AuditReport.summary()``), or None
+    (cached 5 s per DFKD_VIZ_HOME)."""
+    return _audit(str(home()), teacher_id)
+
+
+def verdict_badge(verdict: str) -> str:
+    from dfkd_viz.viz.audit import VERDICT_COLORS
+
+    return f'<span class="dv-state" style="background:{VERDICT_COLORS.get(verdict, "#334155")}">{verdict}</span>'
 
 
 def teacher_card(teacher_id: str) -> dict[str, Any] | None:

@@ -199,6 +199,46 @@ with right:
         st.caption(
             f"OOD domain: {card.get('ood_domain') or '—'} · trigger: {card.get('trigger') or '—'}"
         )
+        if card.get("trained"):
+            audit = ui.audit_summary(teacher)
+            if audit is None:
+                st.page_link(
+                    "pages/audit.py",
+                    label="Audit this teacher first (~15 s, from its weights alone)",
+                    icon=":material/policy:",
+                    query_params={"teacher": teacher},
+                )
+            else:
+                v = audit["verdict"]
+                st.markdown(
+                    "**Audit** · "
+                    + " · ".join(
+                        f"{k.upper() if k == 'ntl' else k} {ui.verdict_badge(v[k])}"
+                        for k in ("ntl", "backdoor", "collapse")
+                    ),
+                    unsafe_allow_html=True,
+                )
+                for s in audit["suggestions"]:
+                    st.caption(f":material/shield: {s}")
+                risky = [k for k in ("ntl", "backdoor", "collapse") if v[k] != "low"]
+                if risky:
+                    from dfkd_viz.analysis.audit import DEFENSE_FOR
+
+                    suggested = DEFENSE_FOR[risky[0]][0]
+                    st.button(
+                        f"Use the suggested defense: {suggested}",
+                        key=f"use_def_{teacher}",
+                        disabled=defense == suggested,
+                        on_click=lambda k=f"d_{preset}_{method}", d=suggested: (
+                            st.session_state.update({k: d})
+                        ),
+                    )
+                st.page_link(
+                    "pages/audit.py",
+                    label="The evidence",
+                    icon=":material/policy:",
+                    query_params={"teacher": teacher},
+                )
         if not card.get("trained"):
             st.warning(
                 "This teacher is not trained yet: the run trains it first (≈10–20 s), or train it on the Teachers page."

@@ -27,6 +27,7 @@ PAGES = [
     "pages/sweeps.py",
     "pages/out-of-domain.py",
     "pages/teachers.py",
+    "pages/audit.py",
 ]
 
 

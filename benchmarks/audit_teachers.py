@@ -1,0 +1,71 @@
+"""Extra teachers for validating ``dfkd-viz audit`` (``default: false``, ids ``audit-*``): other seeds,
+OOD domains, triggers and target classes than the zoo's, three or more of each kind.
+
+    python benchmarks/audit_teachers.py   # trains the ones not yet cached (~20 min on 2 cores)
+
+Imported by ``benchmarks/audit_validation.py``, which registers them before auditing.
+"""
+
+from __future__ import annotations
+
+from dfkd_viz.teachers import train_teacher
+from dfkd_viz.teachers.zoo import TeacherSpec, register_teacher, specs
+
+_FASHION = {"dataset": "fashion-mnist", "epochs": 3, "ood_domain": "mnist-m"}
+EXTRA = [
+    # clean: other seeds, augmentation, dataset
+    TeacherSpec(id="audit-clean-s1", kind="clean", seed=1, default=False),
+    TeacherSpec(id="audit-clean-s2", kind="clean", seed=2, augment_shift=2, default=False),
+    TeacherSpec(id="audit-fmnist-clean-s1", kind="clean", seed=1, default=False, **_FASHION),
+    # NTL: other seeds and OOD domains, CUTI on another domain
+    TeacherSpec(id="audit-ntl-digits-s1", kind="ntl", ood_domain="digits", seed=1, default=False),
+    TeacherSpec(id="audit-ntl-invert", kind="ntl", ood_domain="invert", seed=2, default=False),
+    TeacherSpec(id="audit-ntl-mnist-m-s1", kind="ntl", ood_domain="mnist-m", seed=1, default=False),
+    TeacherSpec(id="audit-cuti-digits-s3", kind="cuti", ood_domain="digits", seed=3, default=False),
+    # backdoor: other triggers, targets and seeds
+    TeacherSpec(
+        id="audit-bd-sq-t3",
+        kind="backdoor",
+        trigger="badnet_sq",
+        target=3,
+        seed=1,
+        default=False,
+    ),
+    TeacherSpec(
+        id="audit-bd-sig-t7", kind="backdoor", trigger="sig", target=7, seed=2, default=False
+    ),
+    TeacherSpec(
+        id="audit-bd-blend-t5", kind="backdoor", trigger="blend", target=5, seed=3, default=False
+    ),
+    TeacherSpec(
+        id="audit-fmnist-bd-grid-t2",
+        kind="backdoor",
+        trigger="badnet_grid",
+        target=2,
+        seed=1,
+        default=False,
+        **{**_FASHION, "ood_domain": None},
+    ),
+]
+
+
+def register() -> list[str]:
+    """Register :data:`EXTRA` in the zoo (idempotent); returns their ids."""
+    known = {s.id for s in specs()}
+    for s in EXTRA:
+        if s.id not in known:
+            register_teacher(s)
+    return [s.id for s in EXTRA]
+
+
+if __name__ == "__main__":
+    import time
+
+    for tid in register():
+        t0 = time.perf_counter()
+        c = train_teacher(tid)
+        print(
+            f"{tid}: ID {c['id_acc']:.3f} OOD {c['ood_acc']} ASR {c['asr']} "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
