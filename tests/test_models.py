@@ -61,3 +61,42 @@ def test_generator_rejects_bad_config():
         Generator(img_shape=(1, 30, 30))
     with pytest.raises(ValueError):
         Generator(out="tanh")
+
+
+@pytest.mark.parametrize("name", ["lenet5x2", "resnet8"])
+def test_fold_bn_computes_the_same_function_without_bn(name):
+    from dfkd_viz.models import fold_bn
+
+    torch.manual_seed(0)
+    model = create_model(name)
+    for m in model.modules():  # non-trivial running statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    folded = fold_bn(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # a copy
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_bn(model.train())
+
+
+def test_fold_bn_returns_an_untraceable_model_unchanged():
+    from dfkd_viz.models import fold_bn
+
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3)
+            self.bn = torch.nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+                return self.bn(self.conv(x))
+            return self.conv(x)
+
+    m = Branchy().eval()
+    assert fold_bn(m) is m

@@ -7,6 +7,8 @@ default teacher, 2× wider), ``resnet8``, ``resnet14``. Generators: :class:`Gene
 
 from __future__ import annotations
 
+import torch
+
 from dfkd_viz.models.classifiers import BasicBlock, Classifier, Features, LeNet5, ResNetSmall
 from dfkd_viz.models.generators import Generator
 from dfkd_viz.registry import Registry
@@ -50,6 +52,27 @@ def create_model(name: str, **kw) -> Classifier:
     return MODELS.create(name, **kw)
 
 
+def fold_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of eval-mode ``model`` with every Conv2d → BatchNorm2d pair folded into one
+    convolution (``torch.fx.experimental.optimization.fuse``): the same function (logits agree to
+    ~1e-6), ~1.4× faster forward + input-gradient passes on a ResNet-14 on the CPU, for attacks
+    and scoring. ``model`` itself is returned, unchanged, when it cannot be traced by torch.fx
+    (a user architecture with data-dependent control flow); the copy is not a
+    :class:`Classifier` (no ``num_classes``), so read those attributes from ``model``.
+
+    Raises:
+        ValueError: ``model`` is in training mode (folding uses the running statistics).
+    """
+    if model.training:
+        raise ValueError("fold_bn needs an eval-mode model (it folds the BN running statistics)")
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model).requires_grad_(False)
+    except Exception:  # untraceable: the unfused model computes the same function
+        return model
+
+
 def list_models() -> list[str]:
     """Names of the registered classifier architectures."""
     return MODELS.names()
@@ -64,5 +87,6 @@ __all__ = [
     "LeNet5",
     "ResNetSmall",
     "create_model",
+    "fold_bn",
     "list_models",
 ]
