@@ -266,13 +266,13 @@ def cmd_audit(args) -> int:
         f"audit of {args.id} ({report.arch}, {report.seconds:.0f} s; weights {report.weights_sha256[:12]})"
     )
     print(
-        f"  NTL       {v['ntl']:10}  lure share {n.lure_share:.2f} (class {n.lure_class}); "
+        f"  NTL       {v['ntl']:10}  robust mass {n.robust_mass:.2f} (lure share {n.lure_share:.2f}, class {n.lure_class}); "
         f"robust at ε={report.params.epsilon}: lure {n.robust_lure:.2f}, others {n.robust_other:.2f}"
     )
     print(
-        f"  backdoor  {v['backdoor']:10}  trigger norm ratio {b.norm_ratio:.2f} (target {b.target}: "
-        f"{b.trigger_norms[b.target]:.2f} vs median {float(sorted(b.trigger_norms)[len(b.trigger_norms) // 2]):.2f}); "
-        f"anomaly index {b.anomaly_index:.1f}; shuffle survival {b.shuffle_survival[b.target]:.2f}"
+        f"  backdoor  {v['backdoor']:10}  shortcut gain {b.shortcut_gain:.2f} (target {b.target}; "
+        f"L2 budget {b.radius:.1f}{', NTL lure class set aside' if b.lure_set_aside else ''}); "
+        f"shuffle survival {b.shuffle_survival[b.target]:.2f}"
     )
     print(
         f"  collapse  {v['collapse']:10}  coverage {c.coverage:.2f} ({c.classes_covered} classes), "

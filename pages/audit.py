@@ -1,6 +1,6 @@
 """Audit: a data-free trust report of a teacher before distilling it — NTL, backdoor and collapse
 verdicts, the scores behind them and the evidence (robustness histogram, lure class, per-class
-trigger norms, the synthesised trigger), from the weights alone (:mod:`dfkd_viz.analysis.audit`)."""
+shortcut gains, the synthesised trigger), from the weights alone (:mod:`dfkd_viz.analysis.audit`)."""
 
 import json
 
@@ -8,9 +8,8 @@ import numpy as np
 import streamlit as st
 
 from dfkd_viz import viz
-from dfkd_viz.analysis.audit import DEFENSE_FOR, audit_teacher, cached_report
-from dfkd_viz.errors import DfkdVizError
-from dfkd_viz.viz.audit import VERDICT_COLORS, class_bars, robustness_histogram, trigger_norm_bars
+from dfkd_viz.analysis.audit import DEFENSE_FOR, audit_job, cached_report
+from dfkd_viz.viz.audit import VERDICT_COLORS, class_bars, robustness_histogram, shortcut_gain_bars
 from dfkd_viz.viz.saliency import trigger_figure
 from pages import _ui as ui
 
@@ -22,7 +21,8 @@ st.markdown(
     "probe samples with two short generator runs, and measures three risks with the mechanisms "
     "the defenses use — **NTL** (ATEsc's robustness probe on samples that follow only the BN "
     "statistics), **backdoor** (Self-Retrospection's universal trigger per class, Neural-Cleanse "
-    "style, and ABD's channel shuffling) and **collapse** (TA-DFKD's concern: class coverage of "
+    "style: how far a small fixed-budget perturbation pushes each class's margin, and ABD's "
+    "channel shuffling) and **collapse** (TA-DFKD's concern: class coverage of "
     "class-prior synthesis)."
 )
 
@@ -54,25 +54,43 @@ right.caption(
     f"`{report.weights_sha256[:12]}`)."
 )
 if run:
-    bar = st.progress(0.0, text="starting")
-    try:
-        report = audit_teacher(
-            teacher,
-            progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m),
-            use_cache=False,
-        )
-    except (DfkdVizError, ValueError) as exc:
-        bar.empty()
-        st.error(f"The audit could not run: {exc}", icon=":material/error:")
-        st.stop()
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    bar = st.progress(0.0, text="starting the audit process")
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=audit_job, args=(teacher, q), daemon=True)
+    proc.start()
+    outcome = None
+    while outcome is None:
+        try:
+            msg = q.get(timeout=0.5)
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                outcome = (
+                    "error",
+                    f"the audit process ended unexpectedly (exit code {proc.exitcode})",
+                )
+            continue
+        if msg[0] == "progress":
+            bar.progress(min(max(msg[1], 0.0), 1.0), text=msg[2])
+        else:
+            outcome = msg
+    proc.join(timeout=5)
     bar.empty()
+    if outcome[0] == "error":
+        st.error(f"The audit could not run: {outcome[1]}", icon=":material/error:")
+        st.stop()
+    ui.cached_cards.clear()
+    st.rerun()  # draw the stored report, with its header and "Audit again"
 
 if report is None:
     st.stop()
 
 RISKS = {
-    "ntl": ("Non-transferable (NTL)", "lure share", lambda r: f"{r.ntl.lure_share:.0%}"),
-    "backdoor": ("Backdoor", "trigger norm ratio", lambda r: f"{r.backdoor.norm_ratio:.2f}"),
+    "ntl": ("Non-transferable (NTL)", "robust lure mass", lambda r: f"{r.ntl.robust_mass:.0%}"),
+    "backdoor": ("Backdoor", "shortcut gain", lambda r: f"{r.backdoor.shortcut_gain:.2f}"),
     "collapse": ("Collapse", "class coverage", lambda r: f"{r.collapse.coverage:.2f}"),
 }
 cols = st.columns(3)
@@ -104,9 +122,11 @@ with tab_ntl:
         f"A generator that matches only the teacher's BN statistics (no class prior) put "
         f"**{n.lure_share:.0%}** of its samples in class **{n.lure_class}**; "
         f"{n.robust_lure:.0%} of those survive an ε = {report.params.epsilon:g} PGD attack, "
-        f"{n.robust_other:.0%} of the others do. An NTL teacher's BN statistics remember its OOD "
-        "domain, which it sends to one class with a large, robust margin: BN-only synthesis is "
-        "lured there (one tall, robust class). A clean teacher's samples spread out and are fragile."
+        f"{n.robust_other:.0%} of the others do — a robust lure mass of **{n.robust_mass:.0%}** "
+        "of all samples. An NTL teacher's BN statistics remember its OOD domain, which it sends "
+        "to one class with a large, robust margin: BN-only synthesis is lured there (one tall, "
+        "robust class). A clean teacher's samples spread out and are fragile; a backdoored "
+        "teacher's may crowd into one class but stay fragile."
     )
     a1, a2 = st.columns(2)
     a1.plotly_chart(
@@ -130,21 +150,29 @@ with tab_ntl:
             )
         )
 with tab_bd:
-    med = float(np.median(b.trigger_norms))
+    aside = (
+        f" Class {n.lure_class}, the NTL lure class, is set aside: an NTL teacher's OOD basin is "
+        "a shortcut of its own, not a trigger."
+        if b.lure_set_aside
+        else ""
+    )
     st.markdown(
-        f"For each class, the smallest universal perturbation (L2, pixel units) that sends 80 % "
-        f"of class-prior synthetic samples there. Class **{b.target}** needs "
-        f"**{b.trigger_norms[b.target]:.2f}**, the median class {med:.2f} (ratio "
-        f"**{b.norm_ratio:.2f}**, anomaly index {b.anomaly_index:.1f}); "
-        f"{b.shuffle_survival[b.target]:.0%} of its triggered samples keep their prediction when "
-        "the teacher's last convolutions have their channels shuffled (ABD's vaccine: a backdoor's "
-        "shortcut survives it, ordinary features do not)."
+        f"For each class, a universal perturbation of fixed L2 budget ({b.radius:.1f} pixel "
+        f"units) pushes the class-prior synthetic samples toward it as hard as it can; the bars "
+        f"show how much more margin each class gains than the median class. A backdoor is a "
+        f"shortcut: its target gains far more than the rest. Class **{b.target}** gains "
+        f"**{b.shortcut_gain:.2f}**; {b.shuffle_survival[b.target]:.0%} of its perturbed samples "
+        "keep their prediction when the teacher's last convolutions have their channels shuffled "
+        "(ABD's vaccine: a backdoor's shortcut tends to survive it, ordinary features do not)."
+        + aside
     )
     b1, b2 = st.columns([3, 2])
     b1.plotly_chart(
-        trigger_norm_bars(b.trigger_norms, b.target, b.shuffle_survival),
+        shortcut_gain_bars(
+            b.gain, b.target, b.shuffle_survival, n.lure_class if b.lure_set_aside else None
+        ),
         use_container_width=True,
-        key="audit_norms",
+        key="audit_gains",
     )
     b2.plotly_chart(
         trigger_figure(np.asarray(b.trigger), f"Synthesised trigger → class {b.target}"),

@@ -88,7 +88,8 @@ def test_planted_backdoor_is_found_with_its_target(reports):
     assert card["asr"] > 0.9  # the shortcut is really there
     assert rep.backdoor.target == 3
     assert rep.verdict["backdoor"] in ("suspicious", "high")
-    assert rep.backdoor.norm_ratio < clean.backdoor.norm_ratio - 0.1
+    assert rep.backdoor.shortcut_gain > clean.backdoor.shortcut_gain + 1.0
+    assert rep.backdoor.gain[3] == max(rep.backdoor.gain)
     assert rep.verdict["ntl"] == "low"
     assert any("abd" in s for s in rep.suggestions)
 
@@ -110,6 +111,7 @@ def test_planted_ntl_trap_lures_bn_only_synthesis_to_its_ood_class(reports, plan
     )
     assert rep.ntl.lure_class == ood_class
     assert rep.ntl.lure_share > clean.ntl.lure_share + 0.2
+    assert rep.ntl.robust_mass > clean.ntl.robust_mass + 0.1
     assert rep.ntl.robust_lure > rep.ntl.robust_other  # the lure class is the robust mode
     assert rep.verdict["ntl"] in ("suspicious", "high")
     assert any("atesc" in s for s in rep.suggestions)
@@ -124,7 +126,11 @@ def test_clean_teacher_is_low_on_every_risk(reports):
     s = json.loads(json.dumps(rep.summary()))
     assert set(s["verdict"]) == {"ntl", "backdoor", "collapse"}
     assert len(rep.ntl.robustness) == FAST.samples
-    assert len(rep.backdoor.trigger_norms) == 10
+    assert len(rep.backdoor.gain) == 10 and len(rep.backdoor.triggers) == 10
+    assert (
+        torch.tensor(rep.backdoor.triggers).flatten(1).norm(dim=1).max()
+        <= rep.backdoor.radius + 1e-4
+    )
     assert torch.tensor(rep.backdoor.trigger).shape == (1, 28, 28)
 
 
@@ -174,7 +180,6 @@ def test_cli_audit_json_and_errors(planted):
     assert set(s["verdict"]) == {"ntl", "backdoor", "collapse"}
     assert s["verdict"]["backdoor"] in ("suspicious", "high")
     assert s["scores"]["backdoor"]["target"] == 3
-    assert s["seconds"] < 120
     bad = subprocess.run(
         [CLI, "audit", "no-such-teacher"],
         capture_output=True,
@@ -198,7 +203,7 @@ def test_audit_and_setup_pages_show_the_verdict_and_evidence(planted, reports):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="audit_teacher").value == "t-ntl"
-    assert any(m.label == "lure share" for m in at.metric)
+    assert any(m.label == "robust lure mass" for m in at.metric)
     assert any("atesc" in w.value for w in at.warning)
     assert len(at.get("plotly_chart")) >= 4
     assert any(b.label == "Audit again" for b in at.button)

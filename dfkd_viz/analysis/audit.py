@@ -10,15 +10,22 @@ defenses already use:
   matches only the BN statistics — no class prior — is therefore lured into that OOD basin: one
   class takes a large share of its samples (:attr:`NTLScores.lure_share`), and those samples are
   robust to an untargeted PGD attack while the rest are fragile (ATEsc's probe,
-  :func:`dfkd_viz.distill.defenses.atesc.adversarial_robustness`). A clean or backdoored teacher's
-  BN-only samples spread over the classes and are fragile throughout.
-- **Backdoor** (ABD, Hong et al. 2023; Neural Cleanse, Wang et al. S&P 2019): on class-prior
-  synthetic samples, the smallest L2 norm of a universal perturbation that sends 80 % of them to
-  class ``c`` (Self-Retrospection's trigger synthesis,
-  :func:`dfkd_viz.distill.defenses.abd.targeted_universal_perturbation`), per class. A backdoor's
-  target class needs a much smaller norm than the median class (:attr:`BackdoorScores.norm_ratio`
-  = min ÷ median, and Neural Cleanse's anomaly index). Evidence beside it: the share of
-  ``x + δ_target`` whose prediction survives channel shuffling (ABD's Shuffling Vaccine).
+  :func:`dfkd_viz.distill.defenses.atesc.adversarial_robustness`). The score is the *robust
+  mass*: the share of all BN-only samples that are in the lure class and survive the attack
+  (:attr:`NTLScores.robust_mass`). A clean teacher's BN-only samples spread over the classes and
+  are fragile throughout; a backdoored teacher's may crowd into one class (its BN statistics saw
+  triggered images) but stay fragile.
+- **Backdoor** (ABD, Hong et al. 2023; Neural Cleanse, Wang et al. S&P 2019; the max-margin
+  statistic of MM-BD, Wang et al. S&P 2024): a backdoor is a *shortcut* — a small pattern that
+  sends any input to the target class with a large margin. On class-prior synthetic samples, for
+  every class ``c``, a universal perturbation δ_c of fixed L2 budget (2 pixel units on a 28×28
+  image) maximises the mean margin ``z_c − max_{j≠c} z_j`` (PGD-L2, Self-Retrospection's trigger
+  synthesis with a margin objective). Margins are measured in units of the teacher's own median
+  margin on the clean samples; the per-class *shortcut gain* is ``(m_c − median) / (|median| + 1)``
+  and the score is its maximum (:attr:`BackdoorScores.shortcut_gain`), at the suspected target.
+  Evidence beside it: the share of ``x + δ_c`` whose prediction survives channel shuffling (ABD's
+  Shuffling Vaccine). An NTL teacher's OOD basin is a shortcut too (a watermark domain acts as a
+  trigger): when the NTL verdict is high, the lure class is set aside before the maximum is taken.
 - **Collapse** (TA-DFKD, Liu et al. 2024): coverage (normalised entropy of the predicted classes)
   and confidence of class-prior synthesis (one-hot + information entropy + BN, as DFQ/DAFL).
 
@@ -29,6 +36,7 @@ Everything is seeded: the same weights give the same report.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -39,22 +47,23 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from dfkd_viz.distill.defenses.abd import ShuffledEnsemble, targeted_universal_perturbation
+from dfkd_viz.distill.defenses.abd import ShuffledEnsemble
 from dfkd_viz.distill.defenses.atesc import adversarial_robustness
 from dfkd_viz.distill.losses import BNStatsHook, balance, one_hot
-from dfkd_viz.models import Classifier, Generator
+from dfkd_viz.models import Classifier, Generator, fold_bn
 from dfkd_viz.paths import home
 
 Verdict = Literal["low", "suspicious", "high"]
 Progress = Callable[[float, str], None]
-AUDIT_VERSION = 1
+AUDIT_VERSION = 2
 
-#: ``lure_share`` thresholds (share of BN-only samples in one class): suspicious, high.
-NTL_THRESHOLDS = (0.4, 0.45)
-#: ``norm_ratio`` thresholds (smallest ÷ median trigger norm; smaller is worse): suspicious, high.
-BACKDOOR_THRESHOLDS = (0.5, 0.42)
+#: ``robust_mass`` thresholds (share of BN-only samples in the lure class that survive the
+#: attack): suspicious, high.
+NTL_THRESHOLDS = (0.1, 0.2)
+#: ``shortcut_gain`` thresholds (relative margin gain of the easiest class): suspicious, high.
+BACKDOOR_THRESHOLDS = (2.25, 3.0)
 #: ``coverage`` thresholds (normalised entropy of class-prior predictions; smaller is worse).
 COLLAPSE_THRESHOLDS = (0.85, 0.6)
 
@@ -83,15 +92,17 @@ class AuditParams(BaseModel):
     epsilon: float = Field(0.03, gt=0, le=1, description="PGD L∞ budget, pixel units")
     pgd_steps: int = Field(5, ge=1, le=100)
     trigger_samples: int = Field(64, ge=8, le=1024, description="samples for trigger synthesis")
-    trigger_steps: int = Field(8, ge=1, le=200, description="PGD-L2 steps per norm level")
-    trigger_success: float = Field(0.8, gt=0, le=1)
+    trigger_steps: int = Field(30, ge=1, le=500, description="PGD-L2 steps per class")
+    trigger_rms: float = Field(
+        2.0 / 28,
+        gt=0,
+        le=1,
+        description="L2 budget of the universal perturbation per √(C·H·W), pixel units "
+        "(2.0 on a 28×28 grey image)",
+    )
     shuffle_copies: int = Field(5, ge=1, le=32)
     shuffle_layers: int = Field(2, ge=1, le=16)
     seed: int = Field(0, ge=0)
-
-
-#: Norm levels of the trigger search, pixel-unit L2 (0.25 … ≈ 5.7, ×√2 apart).
-NORM_LEVELS = tuple(0.25 * 2 ** (i / 2) for i in range(10))
 
 
 class NTLScores(BaseModel):
@@ -102,19 +113,36 @@ class NTLScores(BaseModel):
     flip_rate: float = Field(description="share of all BN-only samples flipped at ε, [0, 1]")
     class_counts: list[int]
     robustness: list[float] = Field(description="p_T(y | x + δ) per BN-only sample, [0, 1]")
+
+    @computed_field(
+        description="share of all BN-only samples that are in the lure class and "
+        "survive the attack (lure_share × robust_lure), [0, 1]: the NTL score"
+    )
+    @property
+    def robust_mass(self) -> float:
+        return self.lure_share * self.robust_lure
+
     predicted: list[int] = Field(description="teacher's class per BN-only sample")
 
 
 class BackdoorScores(BaseModel):
-    norm_ratio: float = Field(description="smallest ÷ median per-class trigger norm, (0, 1]")
-    anomaly_index: float = Field(description="Neural Cleanse (median − min) ÷ (1.4826·MAD)")
-    target: int = Field(description="suspected target class (smallest trigger norm)")
-    trigger_norms: list[float] = Field(description="per class, pixel-unit L2")
-    anomaly: list[float] = Field(description="per-class anomaly index (positive = easy class)")
+    shortcut_gain: float = Field(
+        description="largest per-class gain (the lure class set aside when the NTL verdict is high)"
+    )
+    target: int = Field(description="suspected target class (largest gain counted)")
+    gain: list[float] = Field(description="per class, (m_c − median) / (|median| + 1)")
+    margins: list[float] = Field(
+        description="per class, mean margin of x + δ_c in units of the median clean margin"
+    )
+    radius: float = Field(description="L2 budget of δ_c, pixel units")
+    lure_set_aside: bool = Field(
+        False, description="the largest gain was the NTL lure class's and was set aside"
+    )
     shuffle_survival: list[float] = Field(
         description="per class, share of x + δ_c the channel-shuffled teacher still sends to c"
     )
     trigger: list = Field(description="δ of the suspected target, (C, H, W) pixel units")
+    triggers: list = Field(default_factory=list, description="δ_c of every class, (K, C, H, W)")
 
 
 class CollapseScores(BaseModel):
@@ -152,6 +180,7 @@ class AuditReport(BaseModel):
             "verdict": dict(self.verdict),
             "scores": {
                 "ntl": {
+                    "robust_mass": self.ntl.robust_mass,
                     "lure_share": self.ntl.lure_share,
                     "lure_class": self.ntl.lure_class,
                     "robust_lure": self.ntl.robust_lure,
@@ -159,10 +188,10 @@ class AuditReport(BaseModel):
                     "flip_rate": self.ntl.flip_rate,
                 },
                 "backdoor": {
-                    "norm_ratio": self.backdoor.norm_ratio,
-                    "anomaly_index": self.backdoor.anomaly_index,
+                    "shortcut_gain": self.backdoor.shortcut_gain,
                     "target": self.backdoor.target,
-                    "trigger_norms": self.backdoor.trigger_norms,
+                    "gain": self.backdoor.gain,
+                    "lure_set_aside": self.backdoor.lure_set_aside,
                     "target_shuffle_survival": self.backdoor.shuffle_survival[self.backdoor.target],
                 },
                 "collapse": {
@@ -205,6 +234,10 @@ def synthesize(
     mean = tuple(teacher.mean.flatten().tolist())
     std = tuple(teacher.std.flatten().tolist())
     gen = Generator(nz=100, ngf=16, img_shape=teacher.in_shape, mean=mean, std=std)
+    if not next(teacher.parameters()).is_cuda:
+        # channels-last, as the engine on the CPU: ~20 % off a ResNet-14's forward + backward
+        teacher = copy.deepcopy(teacher).set_memory_format(torch.channels_last)
+        gen.to(memory_format=torch.channels_last)
     hook = BNStatsHook(teacher)
     opt = torch.optim.Adam(gen.parameters(), params.lr, betas=(0.5, 0.999))
     try:
@@ -230,12 +263,13 @@ def ntl_scores(teacher: Classifier, x_bn: torch.Tensor, params: AuditParams) -> 
     """NTL evidence from BN-only synthetic samples ``x_bn`` ``(N, C, H, W)``: the lure class
     (most frequent prediction), its share, and the PGD robustness (ε = ``params.epsilon``, pixel
     units, ``params.pgd_steps`` steps) of its samples vs the rest."""
+    fast = fold_bn(teacher)  # the same function, BN folded into the convolutions
     with torch.no_grad():
-        pred = teacher(x_bn).argmax(1)
+        pred = fast(x_bn).argmax(1)
     k = teacher.num_classes
     counts = torch.bincount(pred, minlength=k)
     lure = int(counts.argmax())
-    conf, flipped = adversarial_robustness(teacher, x_bn, params.epsilon, params.pgd_steps)
+    conf, flipped = adversarial_robustness(fast, x_bn, params.epsilon, params.pgd_steps)
     robust = ~flipped
     in_lure = pred == lure
     return NTLScores(
@@ -250,61 +284,102 @@ def ntl_scores(teacher: Classifier, x_bn: torch.Tensor, params: AuditParams) -> 
     )
 
 
-def trigger_norm(
-    teacher: torch.nn.Module, x: torch.Tensor, target: int, params: AuditParams
-) -> tuple[float, torch.Tensor]:
-    """Smallest L2 norm (pixel units) of a universal perturbation that sends a share
-    ``params.trigger_success`` of ``x`` to ``target``: PGD-L2 over :data:`NORM_LEVELS`, each level
-    warm-started from the last, log-linearly interpolated between the last failing and the first
-    succeeding level. Returns ``(norm, δ (C, H, W))``; ``1.5 ×`` the largest level when none
-    succeeds."""
-    delta, prev = None, None
-    for norm in NORM_LEVELS:
-        delta, success = targeted_universal_perturbation(
-            teacher, x, target, params.trigger_steps, norm / 4, norm, init=delta
-        )
-        if success >= params.trigger_success:
-            if prev is None:
-                return norm, delta
-            n0, s0 = prev
-            t = (params.trigger_success - s0) / max(success - s0, 1e-6)
-            return float(math.exp(math.log(n0) + t * (math.log(norm) - math.log(n0)))), delta
-        prev = (norm, success)
-    return NORM_LEVELS[-1] * 1.5, delta
+def _margin(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """``z_c − max_{j≠c} z_j`` per row of ``logits`` ``(N, K)`` for classes ``cls`` ``(N,)``."""
+    z_c = logits.gather(1, cls[:, None]).squeeze(1)
+    other = logits.scatter(1, cls[:, None], float("-inf")).amax(1)
+    return z_c - other
+
+
+def shortcut_margins(
+    teacher: torch.nn.Module, x: torch.Tensor, radius: float, steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every class ``c``, the universal perturbation δ_c ``(C, H, W)`` with ‖δ_c‖₂ ≤ ``radius``
+    (pixel units) that maximises the mean margin ``z_c − max_{j≠c} z_j`` over the samples ``x``
+    ``(B, C, H, W)``: ``steps`` PGD-L2 steps of length ``radius / 6`` from zero, every class in one
+    batch of ``K·B`` samples.
+
+    Returns:
+        ``(margins (K,), deltas (K, C, H, W))``: the mean margin of ``x + δ_c`` per class, in
+        logits, and the perturbations.
+    """
+    x = x.detach()
+    b = x.shape[0]
+    with torch.no_grad():
+        k = teacher(x[:1]).shape[1]
+    cls = torch.arange(k, device=x.device).repeat_interleave(b)
+    xs = x.repeat(k, 1, 1, 1)
+    delta = torch.zeros(k, *x.shape[1:], device=x.device)
+    dims = tuple(range(1, x.dim()))
+    with torch.enable_grad():
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            m = _margin(teacher(xs + delta.repeat_interleave(b, 0)), cls)
+            (grad,) = torch.autograd.grad(-m.sum(), delta)
+            with torch.no_grad():
+                g = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * len(dims)))
+                delta = delta - (radius / 6) * grad / g
+                n = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view_as(g)
+                delta = delta * torch.clamp(radius / n, max=1.0)
+    with torch.no_grad():
+        m = _margin(teacher(xs + delta.repeat_interleave(b, 0)), cls).view(k, b).mean(1)
+    return m, delta.detach()
 
 
 def backdoor_scores(
-    teacher: Classifier, x: torch.Tensor, params: AuditParams, progress: Progress | None = None
+    teacher: Classifier,
+    x: torch.Tensor,
+    params: AuditParams,
+    set_aside: int | None = None,
+    progress: Progress | None = None,
 ) -> BackdoorScores:
     """Backdoor evidence on class-prior synthetic samples ``x`` (the first
-    ``params.trigger_samples``): per-class trigger norms (:func:`trigger_norm`), min ÷ median,
-    Neural Cleanse's anomaly index, and ABD's shuffle survival of each class's trigger."""
+    ``params.trigger_samples``): per-class shortcut margins (:func:`shortcut_margins`, budget
+    ``params.trigger_rms · √(C·H·W)``) in units of the teacher's median clean margin on ``x``,
+    their gains ``(m_c − median) / (|median| + 1)``, the largest gain (class ``set_aside`` — the NTL
+    lure class when that verdict is high — not counted, :func:`count_gain`) and ABD's shuffle
+    survival of each δ_c."""
     x = x[: params.trigger_samples]
-    k = teacher.num_classes
-    norms, deltas = [], []
-    for c in range(k):
-        n, d = trigger_norm(teacher, x, c, params)
-        norms.append(n)
-        deltas.append(d)
-        if progress:
-            progress((c + 1) / k, f"trigger synthesis, class {c + 1}/{k}")
-    arr = np.array(norms)
-    med = float(np.median(arr))
-    mad = 1.4826 * float(np.median(np.abs(arr - med))) + 1e-6
-    anomaly = (med - arr) / mad
-    target = int(arr.argmin())
+    if progress:
+        progress(0.0, "synthesising a universal shortcut per class")
+    radius = params.trigger_rms * math.sqrt(x[0].numel())
+    fast = fold_bn(teacher)  # the same function, BN folded into the convolutions
+    with torch.no_grad():
+        top2 = fast(x).topk(2, 1).values
+    scale = float((top2[:, 0] - top2[:, 1]).median().clamp_min(1e-3))
+    m, deltas = shortcut_margins(fast, x, radius, params.trigger_steps)
+    margins = (m / scale).numpy()
+    med = float(np.median(margins))
+    gain = (margins - med) / (abs(med) + 1.0)
+    if progress:
+        progress(0.8, "channel-shuffling the teacher (ABD's vaccine)")
     ens = ShuffledEnsemble(teacher, params.shuffle_copies, params.shuffle_layers, params.seed)
     with torch.no_grad():
         survival = [float((ens(x + d).argmax(1) == c).float().mean()) for c, d in enumerate(deltas)]
-    return BackdoorScores(
-        norm_ratio=float(arr.min() / med),
-        anomaly_index=float(anomaly.max()),
-        target=target,
-        trigger_norms=[round(float(v), 4) for v in arr],
-        anomaly=[round(float(v), 3) for v in anomaly],
+    bd = BackdoorScores(
+        shortcut_gain=0.0,
+        target=0,
+        gain=[round(float(v), 4) for v in gain],
+        margins=[round(float(v), 4) for v in margins],
+        radius=radius,
         shuffle_survival=[round(v, 4) for v in survival],
-        trigger=deltas[target].tolist(),
+        trigger=[],
+        triggers=deltas.tolist(),
     )
+    return count_gain(bd, set_aside)
+
+
+def count_gain(bd: BackdoorScores, set_aside: int | None) -> BackdoorScores:
+    """Set ``bd``'s score, target and trigger from its per-class gains, class ``set_aside`` (the
+    NTL lure class, or None) not counted. Returns ``bd``."""
+    counted = np.array(bd.gain, dtype=float)
+    if set_aside is not None:
+        counted[set_aside] = -np.inf
+    bd.target = int(counted.argmax())
+    bd.shortcut_gain = float(counted[bd.target])
+    bd.lure_set_aside = set_aside is not None and int(np.argmax(bd.gain)) == set_aside
+    bd.trigger = bd.triggers[bd.target] if bd.triggers else bd.trigger
+    return bd
 
 
 def collapse_scores(teacher: Classifier, x_prior: torch.Tensor) -> CollapseScores:
@@ -331,13 +406,23 @@ def _grade(value: float, thresholds: tuple[float, float], higher_is_worse: bool)
     return "high" if value <= high else "suspicious" if value <= suspicious else "low"
 
 
+def _grade_ntl(ntl: NTLScores) -> Verdict:
+    return _grade(ntl.robust_mass, NTL_THRESHOLDS, higher_is_worse=True)
+
+
+def _set_aside(ntl: NTLScores) -> int | None:
+    """The class the backdoor score does not count: the NTL lure class when that verdict is high
+    (an NTL teacher's OOD basin is a shortcut of its own, not a trigger)."""
+    return ntl.lure_class if _grade_ntl(ntl) == "high" else None
+
+
 def verdicts(
     ntl: NTLScores, backdoor: BackdoorScores, collapse: CollapseScores
 ) -> dict[str, Verdict]:
     """Scores → ``{ntl, backdoor, collapse}`` verdicts by the module's thresholds."""
     return {
-        "ntl": _grade(ntl.lure_share, NTL_THRESHOLDS, higher_is_worse=True),
-        "backdoor": _grade(backdoor.norm_ratio, BACKDOOR_THRESHOLDS, higher_is_worse=False),
+        "ntl": _grade_ntl(ntl),
+        "backdoor": _grade(backdoor.shortcut_gain, BACKDOOR_THRESHOLDS, higher_is_worse=True),
         "collapse": _grade(collapse.coverage, COLLAPSE_THRESHOLDS, higher_is_worse=False),
     }
 
@@ -368,8 +453,8 @@ def audit_model(
     """Audit a frozen classifier (eval mode; images in pixel units → logits ``(B, K)``).
 
     Cost: two generator runs of ``params.generator_steps`` steps, one PGD attack on
-    ``params.samples`` samples and ``K × ≤ 10 × params.trigger_steps`` passes on
-    ``params.trigger_samples`` samples (~15 s for a LeNet-5 on 2 cores, ~50 s for a ResNet-14).
+    ``params.samples`` samples and ``params.trigger_steps`` forward/backward passes on
+    ``K × params.trigger_samples`` samples.
 
     Raises:
         ValueError: the teacher has no BatchNorm2d layer (the probes need BN statistics).
@@ -381,13 +466,14 @@ def audit_model(
     with torch.random.fork_rng():
         report(0.0, "synthesising BN-only probe samples (no class prior)")
         x_bn = synthesize(teacher, False, params, params.seed)
-        report(0.3, "probing their adversarial robustness")
+        report(0.38, "probing their adversarial robustness")
         ntl = ntl_scores(teacher, x_bn, params)
         report(0.4, "synthesising class-prior probe samples")
         x_prior = synthesize(teacher, True, params, params.seed + 100)
         collapse = collapse_scores(teacher, x_prior)
-        report(0.65, "synthesising a universal trigger per class")
-        bd = backdoor_scores(teacher, x_prior, params, lambda f, m: report(0.65 + 0.35 * f, m))
+        bd = backdoor_scores(
+            teacher, x_prior, params, _set_aside(ntl), lambda f, m: report(0.72 + 0.28 * f, m)
+        )
     verdict = verdicts(ntl, bd, collapse)
     out = AuditReport(
         teacher=name,
@@ -439,6 +525,7 @@ def _read(digest: str, teacher_id: str) -> AuditReport | None:
     except (OSError, ValueError):
         return None
     # verdicts follow the current thresholds, not the ones of the day it was stored
+    count_gain(report.backdoor, _set_aside(report.ntl))
     report.verdict = verdicts(report.ntl, report.backdoor, report.collapse)
     report.suggestions = suggestions(report.verdict, report.backdoor.target, report.ntl.lure_class)
     return report
@@ -475,3 +562,19 @@ def audit_teacher(
         tmp.write_text(report.model_dump_json())
         tmp.replace(path)
     return report
+
+
+def audit_job(teacher_id: str, queue) -> None:
+    """Child-process entry of the Audit page: audits ``teacher_id`` (storing the report) and puts
+    ``("progress", fraction, message)`` tuples on ``queue``, then ``("done", digest)`` or
+    ``("error", sentence)``. A separate process keeps the page's server responsive and gives the
+    audit the machine's cores (inside the Streamlit server it ran ~4× slower)."""
+    try:
+        report = audit_teacher(
+            teacher_id,
+            progress=lambda f, m: queue.put(("progress", float(f), str(m))),
+            use_cache=False,
+        )
+        queue.put(("done", report.weights_sha256))
+    except Exception as exc:  # the page shows the sentence; nothing is stored
+        queue.put(("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__))

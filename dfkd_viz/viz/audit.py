@@ -1,6 +1,6 @@
 """Figures of the teacher audit (:mod:`dfkd_viz.analysis.audit`): the robustness histogram of
-BN-only synthetic samples, class histograms of both probe sets, and the per-class trigger norms
-(Neural-Cleanse-style anomaly bars) with ABD's shuffle survival."""
+BN-only synthetic samples, class histograms of both probe sets, and the per-class shortcut gains (Neural-Cleanse-style
+anomaly bars) with ABD's shuffle survival."""
 
 from __future__ import annotations
 
@@ -71,22 +71,32 @@ def class_bars(
     return fig
 
 
-def trigger_norm_bars(
-    norms: Sequence[float], target: int, survival: Sequence[float] | None = None
+def shortcut_gain_bars(
+    gain: Sequence[float],
+    target: int,
+    survival: Sequence[float] | None = None,
+    set_aside: int | None = None,
 ) -> go.Figure:
-    """Per-class smallest universal-trigger norm (pixel-unit L2; bars, the suspected target in
-    red) with the median (dashed) and, on a second axis, the share of triggered samples whose
-    prediction survives channel shuffling (markers, %)."""
-    n = np.asarray(norms, dtype=float)
-    med = float(np.median(n))
+    """Per-class shortcut gain (bars; unitless, ``(m_c − median) / (|median| + 1)`` of the mean
+    margin a universal L2-bounded perturbation reaches for class ``c``), the suspected target in
+    red and a class ``set_aside`` (the NTL lure class) hatched, with the zero line (the median
+    class) and, on a second axis, the share of perturbed samples whose prediction survives channel
+    shuffling (markers, %). A backdoor's target stands far above the others."""
+    g = np.asarray(gain, dtype=float)
+    colors = [
+        TARGET if i == target else LURE if i == set_aside else "#94a3b8" for i in range(len(g))
+    ]
     traces = [
         {
             "type": "bar",
-            "x": [str(i) for i in range(len(n))],
-            "y": n.tolist(),
-            "name": "trigger norm (L2)",
-            "marker": {"color": [TARGET if i == target else "#94a3b8" for i in range(len(n))]},
-            "hovertemplate": "class %{x}: ‖δ‖₂ = %{y:.2f}<extra></extra>",
+            "x": [str(i) for i in range(len(g))],
+            "y": g.tolist(),
+            "name": "shortcut gain",
+            "marker": {
+                "color": colors,
+                "pattern": {"shape": ["/" if i == set_aside else "" for i in range(len(g))]},
+            },
+            "hovertemplate": "class %{x}: gain %{y:.2f}<extra></extra>",
         }
     ]
     if survival is not None:
@@ -94,7 +104,7 @@ def trigger_norm_bars(
             {
                 "type": "scatter",
                 "mode": "markers",
-                "x": [str(i) for i in range(len(n))],
+                "x": [str(i) for i in range(len(g))],
                 "y": [100 * v for v in survival],
                 "name": "survives channel shuffling (%)",
                 "yaxis": "y2",
@@ -104,9 +114,9 @@ def trigger_norm_bars(
         )
     fig = _figure(
         traces,
-        "Smallest universal trigger per class",
+        "Shortcut gain per class (universal perturbation of fixed L2 budget)",
         "target class",
-        "‖δ‖₂ for 80 % success",
+        "margin gain over the median class",
         height=340,
         hovermode="closest",
         yaxis2={
@@ -114,13 +124,10 @@ def trigger_norm_bars(
             "overlaying": "y",
             "side": "right",
             "range": [0, 105],
+            "tickmode": "array",
+            "tickvals": [0, 25, 50, 75, 100],
             "showgrid": False,
         },
     )
-    fig.add_hline(
-        y=med,
-        line={"dash": "dash", "color": "#334155", "width": 1.5},
-        annotation_text=f"median {med:.2f}",
-        annotation_position="top left",
-    )
+    fig.add_hline(y=0.0, line={"dash": "dash", "color": "#334155", "width": 1.5})
     return fig
