@@ -4,6 +4,9 @@ their weights alone; the true kind (from the card) is used only to score the ver
 
     python benchmarks/audit_validation.py [--home DIR] [--fresh] [--readme]
 
+The held-out teachers (``HOLDOUT``: trained after the scores and thresholds were chosen on the
+zoo and ``EXTRA``) are reported separately: their verdicts and AUROC are the honest estimate.
+
 Uses its own home (default ``~/.cache/dfkd-viz-audit``) so the extra teachers never appear in the
 app's zoo; trained zoo teachers are copied from the default home when present, the rest trained.
 Also imports a copy of ``mnist-ntl-digits`` as a ``kind: user`` teacher and checks that it gets the
@@ -55,64 +58,79 @@ def _auroc(rows: list[dict], risk: str, key: str, sign: float) -> float:
     return float(roc_auc_score(y, s))
 
 
+def _auroc_cell(rows: list[dict], risk: str, key: str) -> str:
+    y = {r["kind"] in POSITIVE[risk] for r in rows}
+    return f"{_auroc(rows, risk, key, 1.0):.3f}" if len(y) == 2 else "—"
+
+
+def _confusion(rows: list[dict], risk: str) -> list[str]:
+    out = ["| true kind | low | suspicious | high |", "|---|---|---|---|"]
+    for kind in ("clean", "ntl", "cuti", "backdoor"):
+        sub = [r for r in rows if r["kind"] == kind]
+        if sub:
+            n = {
+                v: sum(r["verdict"][risk] == v for r in sub) for v in ("low", "suspicious", "high")
+            }
+            out.append(f"| {kind} ({len(sub)}) | {n['low']} | {n['suspicious']} | {n['high']} |")
+    return out
+
+
 def markdown(rows: list[dict], copy_check: dict) -> str:
     from dfkd_viz.analysis.audit import BACKDOOR_THRESHOLDS, NTL_THRESHOLDS
 
-    out = []
-    zoo = [r for r in rows if not r["extra"]]
-    right_zoo = sum(all(right(r, k) for k in ("ntl", "backdoor")) for r in zoo)
-    out.append(
-        f"{len(rows)} teachers ({len(zoo)} of the zoo, {len(rows) - len(zoo)} extra), audited "
-        f"from their weights only. Zoo teachers with the right NTL and backdoor verdicts: "
-        f"**{right_zoo} / {len(zoo)}**; all teachers: "
-        f"{sum(all(right(r, k) for k in ('ntl', 'backdoor')) for r in rows)}"
-        f" / {len(rows)}."
-    )
-    out.append("")
-    out.append("| score | AUROC (all teachers) | AUROC (zoo) | thresholds suspicious / high |")
-    out.append("|---|---|---|---|")
-    for risk, key, sign, thr in (
-        ("ntl", "lure_share", 1.0, NTL_THRESHOLDS),
-        ("ntl", "robust_lure", 1.0, None),
-        ("backdoor", "norm_ratio", -1.0, BACKDOOR_THRESHOLDS),
-        ("backdoor", "anomaly_index", 1.0, None),
+    def n_right(sub: list[dict]) -> int:
+        return sum(all(right(r, k) for k in ("ntl", "backdoor")) for r in sub)
+
+    zoo = [r for r in rows if r["set"] == "zoo"]
+    calib = [r for r in rows if r["set"] != "holdout"]
+    held = [r for r in rows if r["set"] == "holdout"]
+    out = [
+        f"{len(rows)} teachers audited from their weights only: {len(zoo)} of the zoo, "
+        f"{len(calib) - len(zoo)} extra (the scores and thresholds were chosen on these "
+        f"{len(calib)}), {len(held)} held out (never used to choose; their first audit was seen "
+        f"before the last revision of the rules, so they are not strictly blind). "
+        f"Right NTL and backdoor verdicts: zoo **{n_right(zoo)} / {len(zoo)}**, zoo + extra "
+        f"{n_right(calib)} / {len(calib)}, held out **{n_right(held)} / {len(held)}**.",
+        "",
+        "| score | AUROC zoo + extra | AUROC held out | AUROC zoo | thresholds suspicious / high |",
+        "|---|---|---|---|---|",
+    ]
+    for risk, key, thr in (
+        ("ntl", "robust_mass", NTL_THRESHOLDS),
+        ("ntl", "lure_share", None),
+        ("ntl", "robust_lure", None),
+        ("backdoor", "shortcut_gain", BACKDOOR_THRESHOLDS),
+        ("backdoor", "target_shuffle_survival", None),
     ):
         t = "—" if thr is None else f"{thr[0]} / {thr[1]}"
         out.append(
-            f"| {risk}: `{key}`{' (lower = worse)' if sign < 0 else ''} | "
-            f"{_auroc(rows, risk, key, sign):.3f} | {_auroc(zoo, risk, key, sign):.3f} | {t} |"
+            f"| {risk}: `{key}` | {_auroc_cell(calib, risk, key)} | {_auroc_cell(held, risk, key)} "
+            f"| {_auroc_cell(zoo, risk, key)} | {t} |"
         )
     for risk in ("ntl", "backdoor"):
-        out.append("")
-        out.append(f"**{risk} verdict** by true kind (all teachers):")
-        out.append("")
-        out.append("| true kind | low | suspicious | high |")
-        out.append("|---|---|---|---|")
-        for kind in ("clean", "ntl", "cuti", "backdoor"):
-            sub = [r for r in rows if r["kind"] == kind]
+        for name, sub in (("zoo + extra", calib), ("held out", held)):
             if sub:
-                n = {
-                    v: sum(r["verdict"][risk] == v for r in sub)
-                    for v in ("low", "suspicious", "high")
-                }
-                out.append(
-                    f"| {kind} ({len(sub)}) | {n['low']} | {n['suspicious']} | {n['high']} |"
-                )
-    out.append("")
-    out.append(
-        "| teacher | kind | NTL: lure share (class) · robust | backdoor: norm ratio (target) · "
-        "shuffle survival | collapse: coverage | verdict NTL / backdoor / collapse | s |"
-    )
-    out.append("|---|---|---|---|---|---|---|")
+                out += ["", f"**{risk} verdict** by true kind ({name}):", ""]
+                out += _confusion(sub, risk)
+    out += [
+        "",
+        "| teacher | kind | NTL: robust mass = lure share (class) × robust | backdoor: shortcut gain (target) · "
+        "shuffle survival | collapse: coverage | verdict NTL / backdoor / collapse | s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         n, b, c = r["scores"]["ntl"], r["scores"]["backdoor"], r["scores"]["collapse"]
         v = r["verdict"]
         mark = "" if all(right(r, k) for k in ("ntl", "backdoor")) else " ✗"
         truth = f" (target {r['target']})" if r.get("target") is not None else ""
+        aside = "; lure set aside" if b.get("lure_set_aside") else ""
+        tag = "" if r["set"] == "zoo" else f" ({r['set']})"
         out.append(
-            f"| {r['id']}{' (extra)' if r['extra'] else ''} | {r['kind']}{truth} | "
-            f"{n['lure_share']:.2f} ({n['lure_class']}) · {n['robust_lure']:.2f} | "
-            f"{b['norm_ratio']:.2f} ({b['target']}) · {b['target_shuffle_survival']:.2f} | "
+            f"| {r['id']}{tag} | {r['kind']}{truth} | "
+            f"{n['robust_mass']:.2f} = {n['lure_share']:.2f} ({n['lure_class']}) × "
+            f"{n['robust_lure']:.2f} | "
+            f"{b['shortcut_gain']:.2f} ({b['target']}{aside}) · "
+            f"{b['target_shuffle_survival']:.2f} | "
             f"{c['coverage']:.2f} | {v['ntl']} / {v['backdoor']} / {v['collapse']}{mark} | "
             f"{r['seconds']:.0f} |"
         )
@@ -137,7 +155,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(2)
-    from audit_teachers import register
+    from audit_teachers import HOLDOUT, register
 
     from dfkd_viz.analysis.audit import audit_teacher
     from dfkd_viz.data import dataset_available
@@ -146,6 +164,7 @@ def main() -> int:
     from dfkd_viz.teachers.zoo import specs, weights_path
 
     extra = set(register())
+    holdout = {h.id for h in HOLDOUT}
     rows = []
     for spec in specs():
         if not dataset_available(spec.dataset):
@@ -161,15 +180,15 @@ def main() -> int:
                 "id": spec.id,
                 "kind": c["kind"],
                 "target": c.get("target"),
-                "extra": spec.id in extra,
+                "set": "holdout" if spec.id in holdout else "extra" if spec.id in extra else "zoo",
                 "verdict": s["verdict"],
                 "scores": s["scores"],
                 "seconds": rep.seconds,
             }
         )
         print(
-            f"{spec.id:28} {c['kind']:9} verdict {s['verdict']} lure {rep.ntl.lure_share:.2f} "
-            f"ratio {rep.backdoor.norm_ratio:.2f}@{rep.backdoor.target} "
+            f"{spec.id:28} {c['kind']:9} verdict {s['verdict']} mass {rep.ntl.robust_mass:.2f} "
+            f"gain {rep.backdoor.shortcut_gain:.2f}@{rep.backdoor.target} "
             f"({rep.seconds:.0f} s audit{f', {trained:.0f} s training' if trained > 1 else ''})",
             flush=True,
         )

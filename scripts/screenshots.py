@@ -4,6 +4,8 @@ for a run in headless Chromium and saves full-page PNGs.
     python scripts/screenshots.py --run RUN_ID --pages live decisions embeddings saliency \\
         [--suffix -atesc] [--out assets/screenshots] [--url http://127.0.0.1:8501]
     python scripts/screenshots.py --sweep SWEEP_ID --pages sweeps
+    python scripts/screenshots.py --teacher mnist-backdoor-badnet-grid --pages audit \
+        --tab "Backdoor evidence" --suffix -backdoor
 
 Needs Playwright (``pip install playwright``) and Debian's Chromium at /usr/bin/chromium (``make
 chromium``); never downloads a browser. Waits for each page's charts to settle before the shot.
@@ -74,6 +76,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", help="the run the pages show (?run=)")
     ap.add_argument("--sweep", help="the sweep the Sweeps page shows (?sweep=)")
+    ap.add_argument("--teacher", help="the teacher the Audit page shows (?teacher=)")
+    ap.add_argument("--tab", help="click the tab with this label before the shot")
     ap.add_argument("--pages", nargs="+", default=["live", "decisions", "embeddings", "saliency"])
     ap.add_argument("--suffix", default="")
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshots")
@@ -98,12 +102,21 @@ def main() -> int:
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
             for name in args.pages:
                 query = "&".join(
-                    f"{k}={v}" for k, v in (("run", args.run), ("sweep", args.sweep)) if v
+                    f"{k}={v}"
+                    for k, v in (
+                        ("run", args.run),
+                        ("sweep", args.sweep),
+                        ("teacher", args.teacher),
+                    )
+                    if v
                 )
                 page.goto(f"{url}/{name}?{query}")
                 page.wait_for_selector("h1", timeout=60000)
                 page.wait_for_load_state("networkidle")
                 time.sleep(args.settle)
+                if args.tab:
+                    page.get_by_role("tab", name=args.tab).click()
+                    time.sleep(args.settle / 2)
                 path = args.out / f"{name}{args.suffix}.png"
                 page.screenshot(path=str(path), full_page=True)
                 print(path)
