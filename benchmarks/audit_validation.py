@@ -214,13 +214,9 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"rows": rows, "copy_check": copy_check}, indent=1) + "\n")
     if args.readme:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
-        begin, end = "<!-- audit:begin -->", "<!-- audit:end -->"
-        if begin in text and end in text:
-            head, rest = text.split(begin, 1)
-            _, tail = rest.split(end, 1)
-            readme.write_text(f"{head}{begin}\n{md}\n{end}{tail}")
+        from _readme import write_section
+
+        write_section("audit", md)
     return 0
 
 

@@ -304,13 +304,9 @@ def table(res: dict) -> str:
 
 
 def update_readme(md: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    a, b = "<!-- bench:begin -->", "<!-- bench:end -->"
-    if a in text and b in text:
-        head, rest = text.split(a, 1)
-        _, tail = rest.split(b, 1)
-        readme.write_text(f"{head}{a}\n{md}{b}{tail}")
+    from _readme import write_section
+
+    write_section("bench", md)
 
 
 def main() -> None:

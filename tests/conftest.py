@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -17,21 +18,28 @@ import torch
 torch.set_num_threads(2)
 
 
-@pytest.fixture(scope="session")
-def zoo_home(tmp_path_factory) -> Path:
-    """A DFKD_VIZ_HOME with the default ``mnist-clean`` teacher trained (once per session)."""
-    home = tmp_path_factory.mktemp("zoo_home")
+@contextlib.contextmanager
+def home_env(path: Path):
+    """Point DFKD_VIZ_HOME at ``path`` for the ``with`` block (for fixtures wider than a test,
+    which cannot use ``monkeypatch``), then restore it (or unset it)."""
     old = os.environ.get("DFKD_VIZ_HOME")
-    os.environ["DFKD_VIZ_HOME"] = str(home)
+    os.environ["DFKD_VIZ_HOME"] = str(path)
     try:
-        from dfkd_viz.teachers import train_teacher
-
-        train_teacher("mnist-clean")
+        yield path
     finally:
         if old is None:
             os.environ.pop("DFKD_VIZ_HOME", None)
         else:
             os.environ["DFKD_VIZ_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def zoo_home(tmp_path_factory) -> Path:
+    """A DFKD_VIZ_HOME with the default ``mnist-clean`` teacher trained (once per session)."""
+    with home_env(tmp_path_factory.mktemp("zoo_home")) as home:
+        from dfkd_viz.teachers import train_teacher
+
+        train_teacher("mnist-clean")
     return home
 
 

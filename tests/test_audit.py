@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import home_env
 from streamlit.testing.v1 import AppTest
 
 from dfkd_viz.analysis.audit import (
@@ -38,21 +39,14 @@ PLANTED = {
 @pytest.fixture(scope="module")
 def planted_home(tmp_path_factory) -> Path:
     """A home with the three planted teachers trained (≈15 s once per module)."""
-    import os
-
     from dfkd_viz.teachers import train_teacher
     from dfkd_viz.teachers.zoo import _EXTRA, TeacherSpec, register_teacher
 
-    home = tmp_path_factory.mktemp("planted")
-    old = os.environ.get("DFKD_VIZ_HOME")
-    os.environ["DFKD_VIZ_HOME"] = str(home)
-    try:
+    with home_env(tmp_path_factory.mktemp("planted")) as home:
         for tid, kw in PLANTED.items():
             if tid not in _EXTRA:
                 register_teacher(TeacherSpec(id=tid, epochs=2, default=False, **kw))
             train_teacher(tid)
-    finally:
-        os.environ["DFKD_VIZ_HOME"] = old or ""
     yield home
     for tid in PLANTED:
         _EXTRA.pop(tid, None)
@@ -66,20 +60,14 @@ def planted(home: Path, planted_home: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def reports(planted_home: Path) -> dict:
-    import os
-
     from dfkd_viz.teachers import load_teacher
 
-    old = os.environ.get("DFKD_VIZ_HOME")
-    os.environ["DFKD_VIZ_HOME"] = str(planted_home)
-    try:
-        out = {}
+    out = {}
+    with home_env(planted_home):
         for tid in PLANTED:
             model, card = load_teacher(tid)
             out[tid] = (audit_model(model, tid, card["arch"], FAST), card)
-        return out
-    finally:
-        os.environ["DFKD_VIZ_HOME"] = old or ""
+    return out
 
 
 def test_planted_backdoor_is_found_with_its_target(reports):
@@ -94,9 +82,7 @@ def test_planted_backdoor_is_found_with_its_target(reports):
     assert any("abd" in s for s in rep.suggestions)
 
 
-def test_planted_ntl_trap_lures_bn_only_synthesis_to_its_ood_class(reports, planted_home):
-    import os
-
+def test_planted_ntl_trap_lures_bn_only_synthesis_to_its_ood_class(reports, planted):
     from dfkd_viz.analysis import predict
     from dfkd_viz.data import load_domain
     from dfkd_viz.teachers import load_teacher
@@ -104,7 +90,6 @@ def test_planted_ntl_trap_lures_bn_only_synthesis_to_its_ood_class(reports, plan
     rep, card = reports["t-ntl"]
     clean, _ = reports["t-clean"]
     assert card["ood_acc"] < 0.3  # the trap is really there
-    os.environ["DFKD_VIZ_HOME"] = str(planted_home)
     model, _ = load_teacher("t-ntl")
     ood_class = int(
         torch.bincount(predict(model, load_domain("digits", "mnist", "test").x).argmax(1)).argmax()
