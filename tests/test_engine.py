@@ -180,3 +180,20 @@ def test_engine_rejects_mismatched_models():
             EvalSuite(load_dataset("mnist", "test")),
             Budget(steps=1),
         )
+
+
+def test_evaluation_uses_a_copy_and_matches_the_plain_accuracy():
+    """The evaluation's channels-last inference copy gives the plain accuracy and leaves the
+    student as it was (training mode, default layout, same weights)."""
+    from dfkd_viz.analysis import accuracy
+
+    torch.manual_seed(0)
+    test = load_dataset("mnist", "test")
+    student = create_model("lenet5").train()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    out = EvalSuite(test, ood_test=test).evaluate(student)
+    assert student.training
+    assert student.input_format == torch.contiguous_format
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    assert out["id_acc"] == pytest.approx(accuracy(student, test), abs=1e-3)
+    assert out["ood_acc"] == out["id_acc"]

@@ -454,7 +454,8 @@ def audit_model(
 
     Cost: two generator runs of ``params.generator_steps`` steps, one PGD attack on
     ``params.samples`` samples and ``params.trigger_steps`` forward/backward passes on
-    ``K × params.trigger_samples`` samples.
+    ``K × params.trigger_samples`` samples: ~15 s for a LeNet-5 teacher on 2 cores, ~45–55 s for
+    a ResNet-14.
 
     Raises:
         ValueError: the teacher has no BatchNorm2d layer (the probes need BN statistics).

@@ -20,6 +20,7 @@ engine never knows who listens. ``request_stop()`` ends the run cleanly at the n
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections import defaultdict
@@ -39,6 +40,14 @@ from dfkd_viz.distill.methods import Method, confidence, soft_accuracy
 from dfkd_viz.models import Classifier, Features, Generator
 
 EVENTS = ("on_start", "on_step", "on_eval", "on_samples", "on_checkpoint", "on_end")
+
+
+def _inference_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode channels-last copy of a CPU :class:`Classifier` for batched inference (about
+    twice as fast on 2 cores for the LeNets); ``model`` itself on a GPU or for other modules."""
+    if not isinstance(model, Classifier) or next(model.parameters()).is_cuda:
+        return model
+    return copy.deepcopy(model).eval().set_memory_format(torch.channels_last)
 
 
 @dataclass
@@ -70,22 +79,27 @@ class EvalSuite:
     def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
         """``id_acc``, ``ood_acc``, ``asr``, ``student_domain_acc`` of ``model`` as fractions, and
         ``trigger_loc`` (share of the Integrated-Gradients mass inside the trigger on triggered test
-        images, for a local trigger) — None where not applicable."""
+        images, for a local trigger) — None where not applicable.
+
+        On the CPU the accuracies are computed on a channels-last copy of ``model`` (the same
+        logits to ~1e-7; measured here: 4,000 images through the LeNet-5 student in ~100 ms
+        instead of ~220 ms, a fifth of a run's wall time at ``eval_every=5``)."""
+        fast = _inference_copy(model)
         out: dict[str, float | None] = {
-            "id_acc": accuracy(model, self.id_test),
+            "id_acc": accuracy(fast, self.id_test),
             "ood_acc": None,
             "asr": None,
             "trigger_loc": None,
             "student_domain_acc": None,
         }
         if self.student_test is not None:
-            out["student_domain_acc"] = accuracy(model, self.student_test)
+            out["student_domain_acc"] = accuracy(fast, self.student_test)
         if self.ood_test is not None:
-            out["ood_acc"] = accuracy(model, self.ood_test)
+            out["ood_acc"] = accuracy(fast, self.ood_test)
         if self.trigger is not None:
             if self._asr_set is None:
                 self._asr_set = triggered_test_set(self.id_test, self.trigger, self.target)
-            out["asr"] = accuracy(model, self._asr_set)
+            out["asr"] = accuracy(fast, self._asr_set)
             if self.loc_images > 0:
                 from dfkd_viz.analysis.saliency import trigger_localisation
 
