@@ -1,6 +1,6 @@
 """Figures of the teacher audit (:mod:`dfkd_viz.analysis.audit`): the robustness histogram of
-BN-only synthetic samples, class histograms of both probe sets, and the per-class shortcut gains (Neural-Cleanse-style
-anomaly bars) with ABD's shuffle survival."""
+BN-only synthetic samples, class histograms of both probe sets, and the per-class shortcut gains
+(Neural-Cleanse-style anomaly bars) with ABD's shuffle survival."""
 
 from __future__ import annotations
 
