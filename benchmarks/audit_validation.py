@@ -4,8 +4,8 @@ their weights alone; the true kind (from the card) is used only to score the ver
 
     python benchmarks/audit_validation.py [--home DIR] [--fresh] [--readme]
 
-The held-out teachers (``HOLDOUT``: trained after the scores and thresholds were chosen on the
-zoo and ``EXTRA``) are reported separately: their verdicts and AUROC are the honest estimate.
+The held-out teachers (``HOLDOUT``: never used to choose the scores and thresholds, which were
+set on the zoo and ``EXTRA``) are reported separately.
 
 Uses its own home (default ``~/.cache/dfkd-viz-audit``) so the extra teachers never appear in the
 app's zoo; trained zoo teachers are copied from the default home when present, the rest trained.
@@ -50,17 +50,17 @@ def right(row: dict, risk: str) -> bool:
     return (row["verdict"][risk] != "low") == (row["kind"] in POSITIVE[risk])
 
 
-def _auroc(rows: list[dict], risk: str, key: str, sign: float) -> float:
+def _auroc(rows: list[dict], risk: str, key: str) -> float:
     from sklearn.metrics import roc_auc_score
 
     y = [r["kind"] in POSITIVE[risk] for r in rows]
-    s = [sign * r["scores"][risk][key] for r in rows]
+    s = [r["scores"][risk][key] for r in rows]
     return float(roc_auc_score(y, s))
 
 
 def _auroc_cell(rows: list[dict], risk: str, key: str) -> str:
     y = {r["kind"] in POSITIVE[risk] for r in rows}
-    return f"{_auroc(rows, risk, key, 1.0):.3f}" if len(y) == 2 else "—"
+    return f"{_auroc(rows, risk, key):.3f}" if len(y) == 2 else "—"
 
 
 def _confusion(rows: list[dict], risk: str) -> list[str]:
