@@ -10,7 +10,7 @@ ADDRESS ?= 127.0.0.1
 # torch is pinned in the same pip command as everything else: never a CUDA build by accident.
 TORCH := torch==2.13.0
 
-.PHONY: app test setup setup-dev chromium lint format bench bench-quick zoo clean-venv
+.PHONY: app test test-fast setup setup-dev chromium lint format bench bench-quick zoo clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,11 +45,20 @@ chromium:
 test: setup-dev chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
 	$(VENV)/bin/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+## make test-fast: the inner loop — lint and the tests not marked slow or browser (a few minutes)
+test-fast: setup-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/pytest -m "not slow and not browser" -q; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: setup-dev
 	$(VENV)/bin/ruff check --fix .
@@ -68,3 +77,12 @@ bench: setup-dev chromium
 
 bench-quick: setup-dev chromium
 	$(VENV)/bin/python benchmarks/bench.py --quick
+
+## make docs: serve the documentation site (MkDocs, Material) on http://127.0.0.1:8000, rebuilt on edits
+## make docs-build: build it into site/ (strict: broken links, anchors or API references fail)
+.PHONY: docs docs-build
+docs: setup-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
+docs-build: setup-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

@@ -75,9 +75,9 @@ EXTRA = [
     ),
 ]
 
-#: Never used to choose the audit's scores or thresholds (chosen on the zoo + EXTRA); the README
-#: reports their verdicts and AUROC apart. Their first audit was seen before the last revision of
-#: the rules, so they are a held-out check, not a strictly blind one.
+#: Never used to choose the audit's scores or thresholds (chosen on the zoo + EXTRA); the results
+#: page (docs/results/audit.md) reports their verdicts and AUROC apart. Their first audit was seen
+#: before the last revision of the rules, so they are a held-out check, not a strictly blind one.
 HOLDOUT = [
     TeacherSpec(id="audit-ho-clean-ls", kind="clean", seed=3, label_smoothing=0.1, default=False),
     TeacherSpec(

@@ -2,7 +2,7 @@
 ``benchmarks/audit_teachers.py`` (other seeds, OOD domains, triggers and targets), audited from
 their weights alone; the true kind (from the card) is used only to score the verdicts.
 
-    python benchmarks/audit_validation.py [--home DIR] [--fresh] [--readme]
+    python benchmarks/audit_validation.py [--home DIR] [--fresh] [--docs]
 
 The held-out teachers (``HOLDOUT``: never used to choose the scores and thresholds, which were
 set on the zoo and ``EXTRA``) are reported separately.
@@ -11,8 +11,8 @@ Uses its own home (default ``~/.cache/dfkd-viz-audit``) so the extra teachers ne
 app's zoo; trained zoo teachers are copied from the default home when present, the rest trained.
 Also imports a copy of ``mnist-ntl-digits`` as a ``kind: user`` teacher and checks that it gets the
 same report. Prints and writes ``benchmarks/results/audit.json`` and a Markdown section (confusion
-tables, AUROC per score, one row per teacher); ``--readme`` puts it in README.md between
-``<!-- audit:begin -->`` and ``<!-- audit:end -->``. ~15 min on 2 cores (plus training).
+tables, AUROC per score, one row per teacher); ``--docs`` puts it in ``docs/results/audit.md``
+between ``<!-- audit:begin -->`` and ``<!-- audit:end -->``. ~15 min on 2 cores (plus training).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _confusion(rows: list[dict], risk: str) -> list[str]:
 
 
 def markdown(rows: list[dict], copy_check: dict) -> str:
-    from dfkd_viz.analysis.audit import BACKDOOR_THRESHOLDS, NTL_THRESHOLDS
+    from dfkd_viz.audit import BACKDOOR_THRESHOLDS, NTL_THRESHOLDS
 
     def n_right(sub: list[dict]) -> int:
         return sum(all(right(r, k) for k in ("ntl", "backdoor")) for r in sub)
@@ -147,7 +147,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home", default=os.path.expanduser("~/.cache/dfkd-viz-audit"))
     ap.add_argument("--fresh", action="store_true", help="audit again (ignore stored reports)")
-    ap.add_argument("--readme", action="store_true", help="write the section into README.md")
+    ap.add_argument(
+        "--docs", action="store_true", help="write the section into docs/results/audit.md"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "audit.json"))
     args = ap.parse_args()
     _setup_home(Path(args.home))
@@ -157,7 +159,7 @@ def main() -> int:
     torch.set_num_threads(2)
     from audit_teachers import HOLDOUT, register
 
-    from dfkd_viz.analysis.audit import audit_teacher
+    from dfkd_viz.audit import audit_teacher
     from dfkd_viz.data import dataset_available
     from dfkd_viz.teachers import card, train_teacher
     from dfkd_viz.teachers.importer import delete_teacher, import_teacher
@@ -213,10 +215,11 @@ def main() -> int:
     print(md)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"rows": rows, "copy_check": copy_check}, indent=1) + "\n")
-    if args.readme:
-        from _readme import write_section
+    if args.docs:
+        from _docs import write_section
 
-        write_section("audit", md)
+        if not write_section("results/audit.md", "audit", md):
+            print("docs/results/audit.md has no audit markers: section not written", flush=True)
     return 0
 
 

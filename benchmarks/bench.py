@@ -1,6 +1,6 @@
 """``make bench``: the performance figures in one JSON file and one Markdown table.
 
-    python benchmarks/bench.py [--quick] [--sections NAME ...] [--out PATH] [--no-readme]
+    python benchmarks/bench.py [--quick] [--sections NAME ...] [--out PATH] [--no-docs]
 
 Sections (each prints as it goes; all run in a temporary DFKD_VIZ_HOME whose clean MNIST teacher is
 trained first, ~8 s):
@@ -26,8 +26,8 @@ trained first, ~8 s):
 ``--quick`` shrinks every budget (one seed, one method, a few steps; under 2 minutes on 2 cores)
 and writes ``benchmarks/results-quick.json``: CI runs it to catch errors, never to judge speed.
 The full run writes ``benchmarks/results.json`` and ``benchmarks/results.md`` and refreshes the
-table between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` in the README; ``--sections``
-re-measures some sections and keeps the others' figures.
+table between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` in ``docs/results/performance.md``;
+``--sections`` re-measures some sections and keeps the others' figures.
 """
 
 from __future__ import annotations
@@ -303,10 +303,11 @@ def table(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(md: str) -> None:
-    from _readme import write_section
+def update_docs(md: str) -> None:
+    from _docs import write_section
 
-    write_section("bench", md)
+    if not write_section("results/performance.md", "bench", md):
+        log("docs/results/performance.md has no bench markers: table not written there")
 
 
 def main() -> None:
@@ -314,7 +315,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test (CI)")
     ap.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--no-readme", action="store_true", help="do not refresh the README table")
+    ap.add_argument(
+        "--no-docs",
+        action="store_true",
+        help="do not refresh the table in docs/results/performance.md",
+    )
     args = ap.parse_args()
     out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
     home = Path(tempfile.mkdtemp(prefix="dfkd-viz-bench-"))
@@ -340,8 +345,8 @@ def main() -> None:
     print(md)
     if not args.quick:
         (HERE / "results.md").write_text(md)
-        if not args.no_readme:
-            update_readme(md)
+        if not args.no_docs:
+            update_docs(md)
     log(f"wrote {out} in {res['bench_s']} s")
 
 

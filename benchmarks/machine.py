@@ -94,9 +94,9 @@ def quiet_engine(method: str = "dfq", steps: int = 10_000, seed: int = 0, **extr
     eng = build_engine(cfg)
 
     def one_step() -> None:
-        eng._set_lr()
-        eng._generator_phase()
-        eng._student_phase()
+        eng.set_lr()
+        eng.generator_phase()
+        eng.student_phase()
         eng.step += 1
 
     return eng, one_step

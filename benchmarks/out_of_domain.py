@@ -7,7 +7,8 @@ baselines on the same split and step budget (the ``ood-augkd`` preset's setting:
         [--out benchmarks/results/out_of_domain.json]
 
 A method is ``NAME`` or ``NAME:KEY=VALUE,...`` (method parameters). Resumable (see ``_grid.py``).
-Prints the README's Markdown table (mean ± std over the seeds, best mean in bold).
+Prints the Markdown tables of ``docs/results/out-of-domain.md`` (mean ± std over the seeds, best
+mean in bold).
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ different character, 3 seeds, through the product's own sweep (every run an ordi
     python benchmarks/stability.py                      # create and run the sweep (resumable)
     python benchmarks/stability.py --sweep ID [ID ...]  # summarise (and finish) existing ones
 
-Writes ``benchmarks/results/stability.json`` and prints the README's tables: per teacher the
-student's ID accuracy in % of the teacher's (mean ± std over seeds, and the worst seed), and per
-method the mean, std and minimum over every teacher and seed, with the seconds a run took.
+Writes ``benchmarks/results/stability.json`` and prints the tables of
+``docs/results/stability.md``: per teacher the student's ID accuracy in % of the teacher's (mean ±
+std over seeds, and the worst seed), and per method the mean, std and minimum over every teacher
+and seed, with the seconds a run took.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def page_setup() -> None:
     On a freshly started server, Streamlit (1.4x–1.67) serves the *first* request through its
     legacy ``pages/`` folder mode, which runs the page file directly and never runs ``app.py``
     (no navigation, no wide layout) — a deep link such as ``/live?run=…`` as the first request
-    shows a bare page (MEASUREMENTS.md). Streamlit leaves that mode for good once any script
+    shows a bare page (seen in the browser tests). Streamlit leaves that mode for good once any script
     calls ``st.navigation``; when a page finds that ``app.py`` has not run in this session, it
     switches the mode off and reruns, so ``app.py`` routes the same URL properly.
     """
@@ -121,7 +121,7 @@ cached_cards.clear = _cards.clear  # type: ignore[attr-defined]
 
 @st.cache_data(ttl=5.0, show_spinner=False)
 def _audit(home: str, teacher_id: str) -> dict[str, Any] | None:
-    from dfkd_viz.analysis.audit import cached_report
+    from dfkd_viz.audit import cached_report
 
     report = cached_report(teacher_id)
     return None if report is None else report.summary()

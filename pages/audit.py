@@ -1,6 +1,6 @@
 """Audit: a data-free trust report of a teacher before distilling it — NTL, backdoor and collapse
 verdicts, the scores behind them and the evidence (robustness histogram, lure class, per-class
-shortcut gains, the synthesised trigger), from the weights alone (:mod:`dfkd_viz.analysis.audit`)."""
+shortcut gains, the synthesised trigger), from the weights alone (:mod:`dfkd_viz.audit`)."""
 
 import json
 
@@ -8,7 +8,8 @@ import numpy as np
 import streamlit as st
 
 from dfkd_viz import viz
-from dfkd_viz.analysis.audit import DEFENSE_FOR, audit_job, cached_report
+from dfkd_viz.audit import DEFENSE_FOR, audit_progress, cached_report, start_audit
+from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.viz.audit import VERDICT_COLORS, class_bars, robustness_histogram, shortcut_gain_bars
 from dfkd_viz.viz.saliency import trigger_figure
 from pages import _ui as ui
@@ -43,47 +44,49 @@ if st.query_params.get("teacher") != teacher:
     st.query_params["teacher"] = teacher
 
 report = cached_report(teacher)
+job = audit_progress(teacher)
+auditing = job is not None and job.active
 left, right = st.columns([1, 4])
 label = "Audit again" if report else "Run the audit"
-run = left.button(label, type="primary" if report is None else "secondary", key="audit_run")
+run = left.button(
+    label,
+    type="primary" if report is None else "secondary",
+    key="audit_run",
+    disabled=auditing,
+)
 right.caption(
-    "About 15 s for a LeNet-5 teacher, under a minute for a ResNet-14 on 2 cores. Reports are "
-    "kept per weight digest: the same weights — also an imported copy — are not audited twice."
+    "About 15 s for a LeNet-5 teacher, under a minute for a ResNet-14 on 2 cores, in a "
+    "background job (you may leave the page). Reports are kept per weight digest: the same "
+    "weights — also an imported copy — are not audited twice."
     if report is None
     else f"Stored report of these weights (audited in {report.seconds:.0f} s; digest "
     f"`{report.weights_sha256[:12]}`)."
 )
 if run:
-    import multiprocessing as mp
-    import queue as queue_mod
-
-    bar = st.progress(0.0, text="starting the audit process")
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    proc = ctx.Process(target=audit_job, args=(teacher, q), daemon=True)
-    proc.start()
-    outcome = None
-    while outcome is None:
-        try:
-            msg = q.get(timeout=0.5)
-        except queue_mod.Empty:
-            if not proc.is_alive():
-                outcome = (
-                    "error",
-                    f"the audit process ended unexpectedly (exit code {proc.exitcode})",
-                )
-            continue
-        if msg[0] == "progress":
-            bar.progress(min(max(msg[1], 0.0), 1.0), text=msg[2])
-        else:
-            outcome = msg
-    proc.join(timeout=5)
-    bar.empty()
-    if outcome[0] == "error":
-        st.error(f"The audit could not run: {outcome[1]}", icon=":material/error:")
+    try:
+        start_audit(teacher)
+    except (DfkdVizError, OSError) as exc:
+        st.error(f"The audit could not start: {exc}", icon=":material/error:")
         st.stop()
-    ui.cached_cards.clear()
-    st.rerun()  # draw the stored report, with its header and "Audit again"
+    st.rerun()
+
+
+@st.fragment(run_every=0.5 if auditing else None)
+def audit_job_panel() -> None:
+    """The running audit's progress; when it ends, the page redraws with the stored report."""
+    rec = audit_progress(teacher)
+    if rec is None:
+        return
+    if rec.active:
+        st.progress(rec.frac, text=f"Auditing {teacher}: {rec.msg}")
+    elif auditing:  # it has just ended: draw the stored report (or the error) on a full rerun
+        ui.cached_cards.clear()
+        st.rerun()
+    elif rec.state == "failed":  # the latest audit's error, until the next one starts
+        st.error(f"The audit could not run: {rec.error}", icon=":material/error:")
+
+
+audit_job_panel()
 
 if report is None:
     st.stop()

@@ -20,7 +20,8 @@ from dfkd_viz.data.triggers import TRIGGERS
 from dfkd_viz.runs import manager
 from dfkd_viz.runs.build import load_run_models
 from dfkd_viz.runs.config import RunConfig
-from dfkd_viz.runs.store import ACTIVE_STATES, RunReader, png_to_array
+from dfkd_viz.runs.store import ACTIVE_STATES, RunReader
+from dfkd_viz.util.io import png_to_array
 from dfkd_viz.viz.saliency import localisation_curve, saliency_mosaic, trigger_figure
 from pages import _ui as ui
 

@@ -222,7 +222,7 @@ with right:
                     st.caption(f":material/shield: {s}")
                 risky = [k for k in ("ntl", "backdoor", "collapse") if v[k] != "low"]
                 if risky:
-                    from dfkd_viz.analysis.audit import DEFENSE_FOR
+                    from dfkd_viz.audit import DEFENSE_FOR
 
                     suggested = DEFENSE_FOR[risky[0]][0]
                     st.button(

@@ -7,12 +7,12 @@ from pathlib import Path
 import streamlit as st
 
 from dfkd_viz import viz
-from dfkd_viz.data import domain_names
+from dfkd_viz.data import DATASETS, domain_names
 from dfkd_viz.data.user import MAX_SOURCE_BYTES, delete_dataset, import_dataset, list_datasets
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.models import list_models
 from dfkd_viz.teachers.importer import MAX_TEACHER_BYTES, delete_teacher, import_teacher
-from dfkd_viz.teachers.jobs import start_training, training_progress
+from dfkd_viz.teachers.training import start_training, training_progress
 from pages import _ui as ui
 
 ui.page_setup()
@@ -30,7 +30,7 @@ def examples(
     dataset: str, ood_domain: str | None, trigger: str | None, n: int = 6
 ) -> dict[str, list[bytes]]:
     from dfkd_viz.data import load_dataset, load_domain, make_trigger
-    from dfkd_viz.runs.store import png_bytes
+    from dfkd_viz.util.io import png_bytes
 
     test = load_dataset(dataset, "test")
     out = {"ID": [png_bytes(viz.to_uint8(x.numpy())) for x in test.x[:n]]}
@@ -48,11 +48,7 @@ def examples(
 
 cards = ui.cached_cards()
 missing = [c["id"] for c in cards if not c["trained"] and c["available"]]
-running = {
-    c["id"]: p
-    for c in cards
-    if (p := training_progress(c["id"])) and p.get("state") in ("queued", "running")
-}
+running = {c["id"]: p for c in cards if (p := training_progress(c["id"])) and p.active}
 
 top = st.columns([2, 5])
 if top[0].button(
@@ -70,14 +66,12 @@ if not missing:
 @st.fragment(run_every=1.0 if running else None)
 def progress_panel() -> None:
     live = {c["id"]: training_progress(c["id"]) for c in cards}
-    active = {k: v for k, v in live.items() if v and v.get("state") in ("queued", "running")}
+    active = {k: v for k, v in live.items() if v and v.active}
     for tid, p in active.items():
-        st.progress(
-            float(p.get("frac") or 0.0), text=f"{tid}: {p.get('state')} · {p.get('msg', '')}"
-        )
-    failed = {k: v for k, v in live.items() if v and v.get("state") == "failed"}
+        st.progress(p.frac, text=f"{tid}: {p.state} · {p.msg}")
+    failed = {k: v for k, v in live.items() if v and v.state == "failed"}
     for tid, p in failed.items():
-        st.warning(f"Training {tid} failed: {p.get('error')}")
+        st.warning(f"Training {tid} failed: {p.error}")
     if running and not active:
         ui.cached_cards.clear()
         st.rerun()
@@ -85,6 +79,7 @@ def progress_panel() -> None:
 
 progress_panel()
 
+DETECT = "from the file"
 # uploads: the server's limit (.streamlit/config.toml, server.maxUploadSize) and ours, whichever is less
 UPLOAD_MB = min(int(st.get_option("server.maxUploadSize")), MAX_TEACHER_BYTES // 2**20)
 
@@ -112,18 +107,31 @@ def _validated_upload(upload, what: str, max_bytes: int, do_import):
 
 with st.expander("Import your own teacher", icon=":material/upload_file:"):
     st.caption(
-        "A `.safetensors` file or a state_dict saved with `torch.save` (read with "
-        "`weights_only=True`: never unpickled). Every tensor is checked against the architecture, "
-        f"NaN / Inf are refused, its accuracy is measured on the dataset. At most {UPLOAD_MB} MiB."
+        "A `.safetensors` file, a state_dict saved with `torch.save`, or a training checkpoint "
+        "(CMI / Fast-Datafree `train_scratch.py`, ABD's `{'model': …}`; DataParallel's `module.` "
+        "prefix is removed), read with `weights_only=True`: never unpickled. Every tensor is "
+        "checked against the architecture (the checkpoint's own, or the one its tensors fit), "
+        "NaN / Inf are refused, its accuracy is measured on the dataset's test split next to the "
+        f"one the file reports. At most {UPLOAD_MB} MiB here; larger files with "
+        "`dfkd-viz teachers import`."
     )
-    datasets = sorted({c["dataset"] for c in cards} | {m["name"] for m in list_datasets()})
+    datasets = sorted(
+        {c["dataset"] for c in cards} | set(DATASETS.names()) | {m["name"] for m in list_datasets()}
+    )
     with st.form("import_teacher", clear_on_submit=False):
         upload = st.file_uploader(
-            "Teacher weights", type=["safetensors", "pt", "pth", "bin"], key="teacher_upload"
+            "Teacher weights",
+            type=["safetensors", "pt", "pth", "tar", "ckpt", "bin"],
+            key="teacher_upload",
         )
         f1, f2, f3 = st.columns(3)
-        models = list_models()
-        arch = f1.selectbox("Architecture", models, index=models.index("lenet5x2"))
+        archs = [DETECT, *list_models()]
+        arch = f1.selectbox(
+            "Architecture",
+            archs,
+            help="'from the file': the checkpoint's own `arch` entry (CMI), else the one "
+            "registered architecture whose tensor names and shapes the weights have",
+        )
         dataset = f2.selectbox(
             "Dataset it classifies",
             datasets,
@@ -143,10 +151,10 @@ with st.expander("Import your own teacher", icon=":material/upload_file:"):
     c = submitted and _validated_upload(
         upload,
         "a teacher file",
-        MAX_TEACHER_BYTES,
+        UPLOAD_MB * 2**20,
         lambda path: import_teacher(
             path,
-            arch=arch,
+            arch=None if arch == DETECT else arch,
             dataset=dataset,
             teacher_id=new_id.strip() or None,
             normalization=norm,
@@ -156,9 +164,15 @@ with st.expander("Import your own teacher", icon=":material/upload_file:"):
     )
     if c:
         ui.cached_cards.clear()
+        reported = (
+            f" (the file reports {ui.pct(c['reported_acc'])})"
+            if c.get("reported_acc") is not None
+            else ""
+        )
         st.session_state["imported"] = [
-            f"Imported `{c['id']}`: ID accuracy {ui.pct(c['id_acc'])} on {dataset}, "
-            f"OOD accuracy {ui.pct(c['ood_acc'])} on {ood}; its card is below.",
+            f"Imported `{c['id']}` ({c['arch']}, from a {c.get('source_format')}): ID accuracy "
+            f"{ui.pct(c['id_acc'])} on {dataset}{reported}, OOD accuracy {ui.pct(c['ood_acc'])} "
+            f"on {ood}; its card is below.",
             *(c.get("warnings") or []),
         ]
         st.rerun()  # the new card joins the list
@@ -228,7 +242,7 @@ for row in range(0, len(cards), 2):
             )
             if not c["available"]:
                 st.caption(
-                    f"Dataset {c['dataset']} is not on this machine (see the README for how to add it)."
+                    f"Dataset {c['dataset']} is not on this machine (docs/own-teachers-and-data.md says how to add it)."
                 )
                 continue
             if not c["trained"]:
@@ -237,9 +251,14 @@ for row in range(0, len(cards), 2):
                     st.rerun()
             elif c["kind"] == "user":
                 src = c.get("source") or {}
+                how = c.get("source_format") or src.get("format")
+                if src.get("dataparallel"):
+                    how += ", DataParallel"
+                if c.get("reported_acc") is not None:
+                    how += f", reports {ui.pct(c['reported_acc'])}"
                 st.caption(
                     f"{c['dataset']} · {c['arch']} · imported from {src.get('filename')} "
-                    f"({src.get('format')}, sha256 {str(src.get('sha256'))[:12]}…)"
+                    f"({how}, sha256 {str(src.get('sha256'))[:12]}…)"
                 )
                 for w in c.get("warnings") or []:
                     st.warning(w)

@@ -1,4 +1,4 @@
-"""Screenshots of app pages for the README: serves the app (or uses a running one), opens each page
+"""Screenshots of app pages for the README and docs/: serves the app (or uses a running one), opens each page
 for a run in headless Chromium and saves full-page PNGs.
 
     python scripts/screenshots.py --run RUN_ID --pages live decisions embeddings saliency \\

@@ -1,4 +1,8 @@
-"""Shared fixtures. Tests never touch the user's cache: DFKD_VIZ_HOME points at temp dirs.
+"""Shared fixtures and helpers. Tests never touch the user's cache: DFKD_VIZ_HOME points at temp
+dirs.
+
+- ``wait_until(pred, timeout)``: poll a condition (background jobs, runs, sweeps).
+- ``CLI`` / ``run_cli(*args)``: the installed ``dfkd-viz`` command, as a user runs it.
 
 - ``zoo_home`` (session): a home whose zoo holds the trained ``mnist-clean`` teacher (≈7 s once).
 - ``home`` (every test, autouse): a fresh DFKD_VIZ_HOME whose ``teachers/`` is a copy-free link to
@@ -10,12 +14,42 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
+
+CLI = [str(Path(sys.executable).with_name("dfkd-viz"))]
+
+
+def run_cli(
+    *args: str, timeout: float = 180, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``dfkd-viz ARGS`` in a subprocess (text output captured; the current environment,
+    hence the test's DFKD_VIZ_HOME, unless ``env`` is given)."""
+    return subprocess.run(
+        CLI + list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or os.environ.copy(),
+    )
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 60.0, poll: float = 0.1) -> bool:
+    """Poll ``pred`` every ``poll`` seconds until it is truthy (True) or ``timeout`` passes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(poll)
+    return False
 
 
 @contextlib.contextmanager

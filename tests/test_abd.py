@@ -149,8 +149,8 @@ def test_abd_in_the_engine_flags_records_and_resumes(backdoored):
     if eng.defense.sv_on:
         assert any("g_vaccine" in r for r in rec)
     snap = snaps[-1]
-    assert snap["flag"].dtype == bool and snap["keep"].all()  # ABD flags, it does not reject
-    assert snap["artifacts"]["sr_trigger"].shape == (1, 28, 28)
+    assert snap.flag.dtype == bool and snap.keep.all()  # ABD flags, it does not reject
+    assert snap.artifacts["sr_trigger"].shape == (1, 28, 28)
     # the defense's state goes through a checkpoint: a resumed engine has the same shuffles
     tensors, meta = eng.state_dict()
     eng2 = engine(8)

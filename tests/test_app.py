@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dfkd_viz.distill.snapshot import Snapshot
 from dfkd_viz.runs.store import RunWriter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,18 +53,18 @@ def _make_run(home, run_id, state="finished", defense="none", steps=6, pid=None,
         if s % 2 == 0:
             w.add_metrics(s, s * 0.2, {"id_acc": 0.5 + s / 20, "ood_acc": 0.3, "it_s": 5.0})
             n = 8
-            snap = {
-                "step": s,
-                "images": rng.integers(0, 256, (n, 1, 28, 28)).astype(np.uint8),
-                "teacher_label": rng.integers(0, 10, n),
-                "confidence": rng.random(n),
-                "student_label": rng.integers(0, 10, n),
-                "score": rng.random(n) if defense != "none" else None,
-                "keep": (rng.random(n) > 0.5) if defense != "none" else None,
-                "threshold": 0.5 if defense != "none" else None,
-            }
+            snap = Snapshot(
+                step=s,
+                images=rng.integers(0, 256, (n, 1, 28, 28)).astype(np.uint8),
+                teacher_label=rng.integers(0, 10, n),
+                confidence=rng.random(n),
+                student_label=rng.integers(0, 10, n),
+                score=rng.random(n) if defense != "none" else None,
+                keep=(rng.random(n) > 0.5) if defense != "none" else None,
+                threshold=0.5 if defense != "none" else None,
+            )
             if defense == "ta-select":  # TA-DFKD's selection records its mixture per snapshot
-                snap["artifacts"] = {
+                snap.artifacts = {
                     "ta_norm_loss": rng.random(n),
                     "ta_gmm": np.array([[0.1, 0.7], [0.01, 0.04], [0.6, 0.4]]),
                 }

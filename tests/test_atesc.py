@@ -116,8 +116,8 @@ def test_atesc_in_the_engine_scores_once_and_forgets(ntl_and_clean_teachers):
     # once per generator batch (plus the first memory fill and the snapshots), not per student step
     assert len([c for c in calls if c == 32]) <= 3 + 1
     snap = snaps[-1]
-    assert snap["keep"].dtype == bool and ((snap["score"] >= 0) & (snap["score"] <= 1)).all()
-    assert snap["threshold"] is not None
+    assert snap.keep.dtype == bool and ((snap.score >= 0) & (snap.score <= 1)).all()
+    assert snap.threshold is not None
 
 
 def test_params_are_validated():

@@ -16,7 +16,7 @@ import torch
 from conftest import home_env
 from streamlit.testing.v1 import AppTest
 
-from dfkd_viz.analysis.audit import (
+from dfkd_viz.audit import (
     AuditParams,
     audit_model,
     audit_teacher,
@@ -24,6 +24,7 @@ from dfkd_viz.analysis.audit import (
     cached_report,
     weights_digest,
 )
+from dfkd_viz.errors import DfkdVizError
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).with_name("dfkd-viz"))
@@ -122,7 +123,7 @@ def test_clean_teacher_is_low_on_every_risk(reports):
 def test_audit_is_deterministic_and_reads_only_the_weights(planted, monkeypatch):
     """An imported copy (kind: user, another id, another file) gets the same report; a second
     audit of the same weights is read back from the store."""
-    import dfkd_viz.analysis.audit as audit
+    import dfkd_viz.audit.store as audit
     from dfkd_viz.teachers import load_teacher
     from dfkd_viz.teachers.importer import import_teacher
     from dfkd_viz.teachers.zoo import weights_path
@@ -202,3 +203,22 @@ def test_audit_and_setup_pages_show_the_verdict_and_evidence(planted, reports):
     assert use and "atesc" in use[0].label
     use[0].click().run()
     assert next(s for s in at.selectbox if s.label == "Defense").value == "atesc"
+
+
+@pytest.mark.slow
+def test_the_audit_runs_as_a_background_job_and_stores_its_report(planted):
+    """The Audit page's path: start_audit → a detached job reporting progress → a stored report."""
+    from dfkd_viz.audit import audit_progress, start_audit
+    from dfkd_viz.audit.job import _record
+    from dfkd_viz.jobs import wait_job
+
+    assert cached_report("t-clean") is None and audit_progress("t-clean") is None
+    pid = start_audit("t-clean")
+    assert start_audit("t-clean") == pid  # a running audit is reused, not doubled
+    end = wait_job(_record("t-clean"), timeout_s=240)
+    assert end.state == "done", end.error
+    rep = cached_report("t-clean")
+    assert rep is not None and end.result["weights_sha256"] == rep.weights_sha256
+    assert end.result["verdict"] == dict(rep.verdict)
+    with pytest.raises(DfkdVizError, match="unknown teacher"):
+        start_audit("no-such-teacher")

@@ -216,22 +216,22 @@ def test_augkd_engine_runs_the_three_stages_in_order(teacher):
     assert not changed(3, 6, "generator") and not changed(6, 9, "generator")
     assert changed(6, 9, "student") and not changed(6, 9, "anchor")
     assert all(e["student_domain_acc"] is not None for e in evals)
-    art = snaps[-1]["artifacts"]
+    art = snaps[-1].artifacts
     assert art["augkd_progression"].shape == (8, 7, 1, 28, 28)
     assert art["augkd_progression"].dtype == np.uint8
     assert art["augkd_mask"].shape == (10, 16)
     assert art["augkd_energy"].shape == (3, 64)
     # snapshots of stages 2–3 show the mixed images of real student-domain samples
-    assert snaps[-1]["images"].shape == (16, 1, 28, 28)
+    assert snaps[-1].images.shape == (16, 1, 28, 28)
 
 
 def test_augkd_checkpoint_restores_every_part(teacher):
     eng = _engine(teacher, steps=9)
     for _ in range(5):  # the engine's loop by hand: into the anchor stage
-        eng._set_lr()
+        eng.set_lr()
         eng.ctx.progress = eng.progress()
-        eng._generator_phase()
-        eng._student_phase()
+        eng.generator_phase()
+        eng.student_phase()
         eng.step += 1
     tensors, meta = eng.state_dict()
     assert any(k.startswith("encoder.") for k in tensors)
@@ -314,8 +314,8 @@ def test_config_asks_for_a_student_domain(trained_home):
 
 @pytest.mark.slow
 def test_cli_runs_augkd_and_a_baseline_and_the_page_shows_them(trained_home):
+    from conftest import run_cli as run
     from test_app import _assert_clean, _run_page  # tests/ is on sys.path (rootdir-less dir)
-    from test_cli import run
 
     common = ["--steps", "6", "--batch-size", "32", "--eval-every", "2", "--threads", "1", "--json"]
     r = run("run", "--preset", "ood-augkd", *common)

@@ -1,24 +1,11 @@
 """CLI smoke tests: the real console script in a subprocess."""
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-CLI = [str(Path(sys.executable).with_name("dfkd-viz"))]
-
-
-def run(*args, timeout=180, env=None):
-    return subprocess.run(
-        CLI + list(args),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or os.environ.copy(),
-    )
+from conftest import CLI
+from conftest import run_cli as run
 
 
 def test_teachers_list_json_is_one_line():

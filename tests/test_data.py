@@ -42,7 +42,7 @@ def test_mnist_split_is_fixed_and_disjoint():
 
 def test_unknown_dataset_and_split():
     with pytest.raises(UnknownNameError, match="unknown dataset"):
-        load_dataset("cifar10")
+        load_dataset("imagenet")
     with pytest.raises(DfkdVizError, match="split"):
         load_dataset("mnist", "valid")
 

@@ -85,9 +85,9 @@ def test_callbacks_eval_snapshot_checkpoint():
     assert [p["step"] for p in seen["eval"]] == [1, 2, 4]  # the first step, then every eval_every
     assert all(0 <= p["id_acc"] <= 1 for p in seen["eval"])
     snap = seen["samples"][0]
-    assert snap["images"].shape == (8, 1, 28, 28) and snap["images"].dtype.name == "uint8"
-    assert ((snap["confidence"] >= 0.1) & (snap["confidence"] <= 1)).all()
-    assert snap["keep"] is None  # no selecting defense
+    assert snap.images.shape == (8, 1, 28, 28) and snap.images.dtype.name == "uint8"
+    assert ((snap.confidence >= 0.1) & (snap.confidence <= 1)).all()
+    assert snap.keep is None  # no selecting defense
     assert seen["ckpt"][:2] == [2, 4] and seen["end"][0]["status"] == "finished"
     with pytest.raises(ValueError, match="unknown event"):
         eng.add_callback("on_nothing", print)
@@ -148,7 +148,7 @@ def test_defense_hooks_select_and_extra_terms():
     eng.add_callback("on_samples", lambda e, p: snaps.append(p))
     eng.run()
     assert 0.4 <= rec[-1]["kept_frac"] <= 0.7 and "s_extra" in rec[-1]
-    assert snaps[0]["keep"].dtype == bool and snaps[0]["threshold"] is not None
+    assert snaps[0].keep.dtype == bool and snaps[0].threshold is not None
 
 
 def test_defense_registry_has_identity():

@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
-from test_runs import _wait_for
+from conftest import wait_until
 
+from dfkd_viz.jobs import process_start_time, spawn_detached
 from dfkd_viz.runs import manager
-from dfkd_viz.runs.liveness import process_start_time
 from dfkd_viz.runs.store import RunReader, RunWriter
 
 pytestmark = pytest.mark.slow
@@ -27,20 +27,20 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(trained_home, ti
     run_id = manager.launch(
         {"teacher": "mnist-clean", "method": "dfq", "steps": 400, "embedding": False, **tiny_run}
     )
-    assert _wait_for(lambda: _step(run_id) >= 7, 90.0)
+    assert wait_until(lambda: _step(run_id) >= 7, 90.0)
     pid = manager.run_info(run_id)["pid"]
     with RunReader(manager.run_dir(run_id)) as r:
         before = r.metrics(["id_acc"])
         last_ckpt = r.checkpoints()[-1]["step"]
     os.kill(pid, signal.SIGKILL)
     t0 = time.time()
-    assert _wait_for(lambda: manager.effective_status(run_id)["state"] == "failed", 5.0)
+    assert wait_until(lambda: manager.effective_status(run_id)["state"] == "failed", 5.0)
     assert time.time() - t0 < 5.0
     with RunReader(manager.run_dir(run_id)) as r:
         after = r.metrics(["id_acc"])
     assert len(after) >= len(before)  # every committed metric survives the kill
     manager.resume(run_id)
-    assert _wait_for(lambda: _step(run_id) >= last_ckpt + 4, 90.0)
+    assert wait_until(lambda: _step(run_id) >= last_ckpt + 4, 90.0)
     manager.stop(run_id, wait_s=30)
     with RunReader(manager.run_dir(run_id)) as r:
         steps = sorted(set(r.metrics(["g_total"])["step"]))
@@ -61,7 +61,7 @@ def _spawn_with_file_size_limit(run_id: str, limit_bytes: int) -> None:
         "from dfkd_viz.runs.worker import main\n"
         f"sys.exit(main([{str(d)!r}]))\n"
     )
-    proc = manager.spawn_detached([sys.executable, "-c", code], d / "worker.log", cwd=d)
+    proc = spawn_detached([sys.executable, "-c", code], d / "worker.log", cwd=d)
     w = RunWriter(d)
     w.mark_spawned(proc.pid, process_start_time(proc.pid))
     w.close()
@@ -120,7 +120,7 @@ def test_half_written_run_directories_are_listed_as_corrupt(trained_home, tiny_r
         r = listed[f"20260101-000000-dfq-{rid}"]
         assert r["status"] == "corrupt" and r["error"] and "\n" not in r["error"], r
     # the CLI lists them too, without a traceback
-    from test_cli import run
+    from conftest import run_cli as run
 
     out = run("runs", "list", "--json")
     assert out.returncode == 0 and "Traceback" not in out.stderr

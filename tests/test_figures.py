@@ -49,7 +49,7 @@ def test_decision_counts_and_gallery_badges():
 
 
 def test_gmm_selection_marks_the_posterior_crossing():
-    from dfkd_viz.viz.figures import gmm_posterior_crossing
+    from dfkd_viz.viz.decisions import gmm_posterior_crossing
 
     sym = np.array([[0.2, 0.6], [0.01, 0.01], [0.5, 0.5]])
     assert gmm_posterior_crossing(sym) == pytest.approx(0.4, abs=1e-3)  # the midpoint

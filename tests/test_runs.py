@@ -6,11 +6,12 @@ import signal
 import time
 
 import pytest
+from conftest import wait_until
 
 from dfkd_viz.errors import ConfigError, RunStateError, UnknownNameError
+from dfkd_viz.jobs.liveness import pid_alive
 from dfkd_viz.runs import manager
 from dfkd_viz.runs.config import RunConfig, format_validation_error, validate_config
-from dfkd_viz.runs.liveness import pid_alive
 from dfkd_viz.runs.presets import PRESETS, get_preset, preset_config
 from dfkd_viz.runs.store import RunReader
 from dfkd_viz.teachers import get_spec
@@ -55,15 +56,6 @@ def test_presets_and_overrides():
     assert get_spec(a["teacher"]).default is False  # an extra teacher of the family
 
 
-def _wait_for(pred, timeout=60.0):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_worker_runs_and_finishes(trained_home, tiny_run):
     run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 4, **tiny_run})
     st = manager.wait(run_id, timeout_s=120)
@@ -82,14 +74,14 @@ def test_worker_runs_and_finishes(trained_home, tiny_run):
 
 def test_stop_then_resume_continues_steps(trained_home, tiny_run):
     run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 400, **tiny_run})
-    assert _wait_for(lambda: (manager.run_info(run_id).get("step") or 0) >= 4)
+    assert wait_until(lambda: (manager.run_info(run_id).get("step") or 0) >= 4)
     st = manager.stop(run_id, wait_s=30)
     assert st["state"] == "stopped"
     stopped_at = manager.run_info(run_id)["step"]
     with pytest.raises(RunStateError):
         manager.stop(run_id)
     manager.resume(run_id)
-    assert _wait_for(lambda: (manager.run_info(run_id).get("step") or 0) > stopped_at + 2)
+    assert wait_until(lambda: (manager.run_info(run_id).get("step") or 0) > stopped_at + 2)
     manager.stop(run_id, wait_s=30)
     with RunReader(manager.run_dir(run_id)) as r:
         steps = sorted(set(r.metrics(["g_total"])["step"]))
@@ -99,13 +91,13 @@ def test_stop_then_resume_continues_steps(trained_home, tiny_run):
 
 def test_killed_worker_is_failed_and_keeps_its_metrics(trained_home, tiny_run):
     run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 400, **tiny_run})
-    assert _wait_for(lambda: (manager.run_info(run_id).get("step") or 0) >= 3)
+    assert wait_until(lambda: (manager.run_info(run_id).get("step") or 0) >= 3)
     pid = manager.run_info(run_id)["pid"]
     with RunReader(manager.run_dir(run_id)) as r:
         committed = len(r.metrics(["id_acc"]))
     os.kill(pid, signal.SIGKILL)
     t0 = time.time()
-    assert _wait_for(lambda: manager.effective_status(run_id)["state"] == "failed", 5.0)
+    assert wait_until(lambda: manager.effective_status(run_id)["state"] == "failed", 5.0)
     assert time.time() - t0 < 5.0
     info = manager.run_info(run_id)
     assert "killed or crashed" in info["error"] and not pid_alive(pid)

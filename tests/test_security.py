@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CLI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
@@ -30,8 +31,6 @@ from dfkd_viz.models import create_model
 from dfkd_viz.runs.config import RunConfig, validate_config
 from dfkd_viz.teachers import card, importer, list_cards, load_teacher
 from dfkd_viz.teachers.importer import TeacherImportError, default_id, import_teacher
-
-CLI = [str(Path(sys.executable).with_name("dfkd-viz"))]
 
 
 def _teacher_files(home: Path) -> list[str]:

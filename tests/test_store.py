@@ -5,22 +5,24 @@ import time
 import numpy as np
 import pytest
 
+from dfkd_viz.distill.snapshot import Snapshot
 from dfkd_viz.errors import DfkdVizError
-from dfkd_viz.runs.store import RunReader, RunWriter, png_bytes, png_to_array
+from dfkd_viz.runs.store import RunReader, RunWriter
+from dfkd_viz.util.io import png_bytes, png_to_array
 
 
 def _snap(step, n=4, with_defense=True):
     rng = np.random.default_rng(step)
-    return {
-        "step": step,
-        "images": rng.integers(0, 256, (n, 1, 28, 28)).astype(np.uint8),
-        "teacher_label": rng.integers(0, 10, n),
-        "confidence": rng.random(n),
-        "student_label": rng.integers(0, 10, n),
-        "score": rng.random(n) if with_defense else None,
-        "keep": (rng.random(n) > 0.5) if with_defense else None,
-        "threshold": 0.5 if with_defense else None,
-    }
+    return Snapshot(
+        step=step,
+        images=rng.integers(0, 256, (n, 1, 28, 28)).astype(np.uint8),
+        teacher_label=rng.integers(0, 10, n),
+        confidence=rng.random(n),
+        student_label=rng.integers(0, 10, n),
+        score=rng.random(n) if with_defense else None,
+        keep=(rng.random(n) > 0.5) if with_defense else None,
+        threshold=0.5 if with_defense else None,
+    )
 
 
 def test_store_roundtrip(tmp_path):

@@ -4,13 +4,12 @@ stability summary, the CLI and the Sweeps page."""
 import json
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CLI, wait_until
 from streamlit.testing.v1 import AppTest
 
 from dfkd_viz.errors import ConfigError, DfkdVizError, UnknownNameError
@@ -18,7 +17,6 @@ from dfkd_viz.runs import manager
 from dfkd_viz.runs import sweep as sw
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [str(Path(sys.executable).with_name("dfkd-viz"))]
 
 
 def _spec(tiny_run, **over):
@@ -98,15 +96,6 @@ def test_summary_ranks_by_the_worst_case():
     assert cell["mean"] == pytest.approx(75.0) and cell["std"] > 0
 
 
-def _wait(pred, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.3)
-    return False
-
-
 @pytest.mark.slow
 def test_sweep_runs_in_background_stops_and_resumes(trained_home, tiny_run):
     # a wall-clock budget: the second run is surely still going when the stop arrives
@@ -117,7 +106,7 @@ def test_sweep_runs_in_background_stops_and_resumes(trained_home, tiny_run):
     with pytest.raises(DfkdVizError, match="already running"):
         sw.start_runner(sweep_id)
     # let the first cell finish, then stop the sweep while later cells are pending
-    assert _wait(lambda: sw.sweep_status(sweep_id)["done"] >= 1)
+    assert wait_until(lambda: sw.sweep_status(sweep_id)["done"] >= 1)
     sw.stop_sweep(sweep_id, wait_s=60)
     assert not sw.runner_alive(sweep_id)
     st = sw.sweep_status(sweep_id)

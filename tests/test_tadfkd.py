@@ -123,9 +123,9 @@ def test_tadfkd_trains_with_selection_and_records_decisions():
     assert all(0.0 < k < 1.0 for k in kept)  # the GMM always rejects some, keeps some
     assert any(not torch.equal(a, b) for a, b in zip(g0, eng.generator.parameters()))
     snap = snaps[-1]
-    assert snap["keep"] is not None and snap["score"].min() >= 0 and snap["score"].max() <= 1
-    assert (snap["keep"] == (snap["score"] > 0.5)).all()
-    art = snap["artifacts"]
+    assert snap.keep is not None and snap.score.min() >= 0 and snap.score.max() <= 1
+    assert (snap.keep == (snap.score > 0.5)).all()
+    art = snap.artifacts
     assert art["ta_norm_loss"].shape == (16,) and art["ta_gmm"].shape == (3, 2)
 
 

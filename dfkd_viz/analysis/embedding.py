@@ -1,4 +1,4 @@
-"""Embeddings: where synthetic samples fall against real ID and real OOD data (DESIGN.md §6).
+"""Embeddings: where synthetic samples fall against real ID and real OOD data (``docs/architecture.md``).
 
 Features are the teacher's penultimate activations. A **reference set** of real images — up to
 2,000 ID test images and 2,000 images of the OOD domain's test split — is embedded once per run

@@ -1,4 +1,4 @@
-"""Metrics the papers report (METHODS.md §7), as fractions in [0, 1].
+"""Metrics the papers report (``docs/methods.md``), as fractions in [0, 1].
 
 - ID accuracy: the model on the teacher's test split.
 - OOD accuracy: on the OOD domain's test split (an NTL teacher is near chance there).

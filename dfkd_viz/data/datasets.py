@@ -17,6 +17,9 @@ Registered names (``load_dataset(name, split)``, splits ``"train"`` / ``"test"``
 - ``digits``: scikit-learn's ``load_digits`` (1,797 8×8 handwritten digits, 17 grey levels),
   resized to 20×20 and zero-padded to 28×28 like MNIST (a second, USPS-like handwriting domain);
   seeded 80 / 20 split (1,437 / 360).
+- ``cifar10`` / ``cifar100``: CIFAR-10 / CIFAR-100 (fine labels), 50,000 / 10,000 RGB 32×32, read
+  from the official binary or Python archives (packed ``.tar.gz`` or extracted) in a data directory,
+  never downloaded; see :mod:`dfkd_viz.data.cifar`.
 """
 
 from __future__ import annotations
@@ -120,7 +123,8 @@ def load_dataset(
     """Load a registered dataset split (cached per process; treat the tensors as read-only).
 
     Args:
-        name: a name of :data:`DATASETS` (``mnist``, ``mnist-full``, ``fashion-mnist``, ``digits``).
+        name: a name of :data:`DATASETS` (``mnist``, ``mnist-full``, ``fashion-mnist``, ``digits``,
+            ``cifar10``, ``cifar100``).
         split: ``"train"`` or ``"test"``.
         data_dir: an extra directory to search for IDX files.
 
@@ -265,3 +269,17 @@ def _digits(split: str, data_dir: str | None = None) -> ImageDataset:
     train_idx, test_idx = seeded_split(len(x), 360, seed=0)
     idx = torch.from_numpy(train_idx if split == "train" else test_idx)
     return ImageDataset("digits", split, x[idx].contiguous(), y[idx])
+
+
+@DATASETS.register("cifar10")
+def _cifar10(split: str, data_dir: str | None = None) -> ImageDataset:
+    from dfkd_viz.data.cifar import load_cifar
+
+    return load_cifar("cifar10", split, data_dir)
+
+
+@DATASETS.register("cifar100")
+def _cifar100(split: str, data_dir: str | None = None) -> ImageDataset:
+    from dfkd_viz.data.cifar import load_cifar
+
+    return load_cifar("cifar100", split, data_dir)

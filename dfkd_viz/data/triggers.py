@@ -1,4 +1,4 @@
-"""Backdoor triggers and dataset poisoning (ABD's threat model, METHODS.md §4).
+"""Backdoor triggers and dataset poisoning (ABD's threat model, ``docs/methods.md``).
 
 A :class:`Trigger` works on ``(B, C, H, W)`` float32 images in pixel units ``[0, 1]`` and knows
 the pixels it may change (:meth:`Trigger.mask`), used for tests and for the trigger-localisation

@@ -2,7 +2,7 @@
 
 AuG-KD (Tang et al., "AuG-KD: Anchor-Based Mixup Generation for Out-of-Domain Knowledge
 Distillation", ICLR 2024; ``IshiKura-a/AuG-KD``: ``main.py``, ``utils/trainer.py``,
-``utils/criteria.py``, ``models/anchor_net.py``; METHODS.md §6). The teacher was trained on a source
+``utils/criteria.py``, ``models/anchor_net.py``; ``docs/methods.md``). The teacher was trained on a source
 domain; the student has a few labelled samples ``(x, y)`` of another domain (the *student domain*)
 and is tested there. Three stages, one after the other inside one run's step budget:
 
@@ -28,7 +28,7 @@ trained on the student-domain samples alone) and ``kd`` (CE + KL to the teacher 
 reference's ``Baseline.KD``). Both start from a fresh student; AuG-KD's stage 3 starts from its
 stage-1 student (as the reference does).
 
-Changes for CPU budgets (measured, see the README's out-of-domain table): stage budgets in steps
+Changes for CPU budgets (measured, ``docs/results/out-of-domain.md``): stage budgets in steps
 (reference: 1000 / 500 / 50 epochs); encoder learning rate 1e-3 instead of 1e-4 and 2 encoder
 steps per generator step instead of 5; the mask term is per sample (the reference sums the mask
 over the whole batch, which makes its target depend on the batch size); latent size 100 (reference
@@ -48,7 +48,8 @@ from torch import nn
 
 from dfkd_viz.data.datasets import ImageDataset
 from dfkd_viz.distill.engine import Engine
-from dfkd_viz.distill.methods import METHODS, Method, MethodParams, confidence, soft_accuracy
+from dfkd_viz.distill.methods import METHODS, Method, MethodParams, soft_accuracy
+from dfkd_viz.distill.snapshot import Snapshot
 
 #: stage names as they appear in the run's phase (status) and metrics
 STAGES = ("data-free", "anchor", "mixup")
@@ -307,7 +308,7 @@ class KDBaseline(_StudentDataMethod):
 @METHODS.register("augkd")
 class AugKD(_StudentDataMethod):
     """AuG-KD (ICLR 2024): data-free generator + encoder, uncertainty-guided anchor, mixup from
-    anchored generated samples to real student-domain samples (module docstring; METHODS.md §6).
+    anchored generated samples to real student-domain samples (module docstring; ``docs/methods.md``).
 
     Stage 1 generator weights as the reference's ``DecoderLoss``: adversarial −KL 1, one-hot 1,
     balance 20 (the reference uses log10: 20/ln 10 ≈ 8.7 in natural-log units), BN statistics 1;
@@ -388,11 +389,11 @@ class StudentDataEngine(Engine):
             self.device
         )
 
-    def _set_lr(self) -> None:  # constant learning rate on real data (the reference's ConstantLR)
+    def set_lr(self) -> None:  # constant learning rate on real data (the reference's ConstantLR)
         for g in self.opt_s.param_groups:
             g["lr"] = self.p.lr_mix
 
-    def _generator_phase(self) -> dict[str, float]:
+    def generator_phase(self) -> dict[str, float]:
         return {}
 
     def _supervised_step(self, x, y, t_logits) -> dict[str, float]:
@@ -404,7 +405,7 @@ class StudentDataEngine(Engine):
         out["agreement"] = soft_accuracy(s.detach(), t_logits)
         return out
 
-    def _student_phase(self) -> tuple[dict[str, float], float, float]:
+    def student_phase(self) -> tuple[dict[str, float], float, float]:
         j = self._sd_batch()
         terms = self._supervised_step(self.sd_x[j], self.sd_y[j], self.sd_t[j])
         return terms, terms.pop("agreement"), 1.0
@@ -416,27 +417,15 @@ class StudentDataEngine(Engine):
         return self.sd_x[j], self.sd_y[j]
 
     @torch.no_grad()
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """As :meth:`Engine.snapshot`, on a fixed set of student-domain training images."""
         return self._record(self._fixed_samples(self.s.snapshot_size)[0], {})
 
-    def _record(self, x: torch.Tensor, artifacts: dict[str, np.ndarray]) -> dict[str, Any]:
+    def _record(self, x: torch.Tensor, artifacts: dict[str, np.ndarray]) -> Snapshot:
         tf = self.teacher.forward_features(x)
         s = self.eval_student.eval()(x)
         self.student.train()
-        return {
-            "step": self.step,
-            "images": _uint8(x),
-            "teacher_label": tf.logits.argmax(1).cpu().numpy(),
-            "confidence": confidence(tf.logits).cpu().numpy(),
-            "student_label": s.argmax(1).cpu().numpy(),
-            "score": None,
-            "keep": None,
-            "flag": None,
-            "threshold": None,
-            "features": tf.penultimate.float().cpu().numpy(),
-            "artifacts": artifacts,
-        }
+        return Snapshot.from_tensors(self.step, x, tf.logits, s, tf.penultimate, None, artifacts)
 
 
 class AugKDEngine(StudentDataEngine):
@@ -494,7 +483,7 @@ class AugKDEngine(StudentDataEngine):
             return 0.0
         return mixup_weight(self.stage_progress(), self.p.a, self.p.b)
 
-    def _set_lr(self) -> None:
+    def set_lr(self) -> None:
         p, st = self.p, self.stage()
         f = 0.5 * (1.0 + math.cos(math.pi * self.stage_progress()))
         if st == "data-free":
@@ -513,17 +502,17 @@ class AugKDEngine(StudentDataEngine):
                 g["lr"] = p.lr_mix
                 g["weight_decay"] = p.weight_decay
 
-    def _z(self, n: int) -> torch.Tensor:
-        z = super()._z(n)
+    def sample_z(self, n: int) -> torch.Tensor:
+        z = super().sample_z(n)
         self._last_z = z
         return z
 
     # ------------------------------------------------------------ one step
-    def _generator_phase(self) -> dict[str, float]:
+    def generator_phase(self) -> dict[str, float]:
         self.ctx.phase = self.stage()
         if self.ctx.phase != "data-free":
             return {}
-        out = Engine._generator_phase(self)
+        out = Engine.generator_phase(self)
         # the latents of the generator step's own batch (_last_batch); later draws (the student's
         # memory filling up, snapshots) overwrite _last_z
         self._g_batch_z = self._last_z
@@ -539,7 +528,7 @@ class AugKDEngine(StudentDataEngine):
                 z, x, t = self._g_batch_z, self._last_batch[0], self._last_batch[1]
             else:
                 with torch.no_grad():
-                    z = self._z(self.s.batch_size)
+                    z = self.sample_z(self.s.batch_size)
                     x = self.generator(z)
                     t = self.teacher(x)
             z_hat, mu, log_var = self.encoder(x.detach(), t.argmax(1))
@@ -595,10 +584,10 @@ class AugKDEngine(StudentDataEngine):
         out["mix_teacher_acc"] = float((t[len(y) :].argmax(1) == y).float().mean())
         return out
 
-    def _student_phase(self) -> tuple[dict[str, float], float, float]:
+    def student_phase(self) -> tuple[dict[str, float], float, float]:
         st = self.ctx.phase
         if st == "data-free":
-            terms, agree, kept = Engine._student_phase(self)
+            terms, agree, kept = Engine.student_phase(self)
             terms.update(self._encoder_steps())
             return terms, agree, kept
         if st == "anchor":
@@ -609,14 +598,14 @@ class AugKDEngine(StudentDataEngine):
 
     # ------------------------------------------------------------ observation
     @torch.no_grad()
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """Stage 1: the engine's snapshot of synthetic samples (plus the anchor artifacts once
         they exist); stages 2–3: the mixed images of fixed student-domain samples at the current
         ``s`` with the artifacts listed in the class docstring."""
         st = self.stage() if self.step else "data-free"
         if st == "data-free":
             snap = Engine.snapshot(self)
-            snap["artifacts"] = {**snap.get("artifacts", {}), **self._artifacts(8)}
+            snap.artifacts = {**snap.artifacts, **self._artifacts(8)}
             return snap
         x, y = self._fixed_samples(self.s.snapshot_size)
         s = self.mix_s()
@@ -646,11 +635,11 @@ class AugKDEngine(StudentDataEngine):
         }
 
     # ------------------------------------------------------------ checkpoints
-    def _modules_to_save(self) -> list[tuple[str, torch.nn.Module]]:
-        return [*super()._modules_to_save(), ("encoder.", self.encoder), ("anchor.", self.anchor)]
+    def modules_to_save(self) -> list[tuple[str, torch.nn.Module]]:
+        return [*super().modules_to_save(), ("encoder.", self.encoder), ("anchor.", self.anchor)]
 
-    def _optimizers(self) -> list[tuple[str, torch.optim.Optimizer]]:
-        return [*super()._optimizers(), ("opt_enc", self.opt_enc), ("opt_anchor", self.opt_anchor)]
+    def optimizers(self) -> list[tuple[str, torch.optim.Optimizer]]:
+        return [*super().optimizers(), ("opt_enc", self.opt_enc), ("opt_anchor", self.opt_anchor)]
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors, meta = super().state_dict()

@@ -1,5 +1,5 @@
 """The distillation engine: one generic loop with hook points for defenses and callbacks for
-observers (DESIGN.md §2–3; the callback pattern of ``karpathy/minGPT:mingpt/trainer.py``).
+observers (``docs/architecture.md``; the callback pattern of ``karpathy/minGPT:mingpt/trainer.py``).
 
 One *step* is one outer iteration::
 
@@ -16,113 +16,35 @@ The teacher is frozen (eval mode, ``requires_grad=False``); it runs under ``torc
 the generator phase (its BN statistics see only student-phase batches). Callbacks
 (``add_callback(event, fn)``, events in :data:`EVENTS`) receive the engine and a payload dict; the
 engine never knows who listens. ``request_stop()`` ends the run cleanly at the next step boundary.
+
+Extension points (``docs/extending.md``): a method changes *losses* through
+:class:`~dfkd_viz.distill.methods.Method`; a method that changes the *loop* (AuG-KD's stages,
+:mod:`dfkd_viz.distill.augkd`) subclasses :class:`Engine` and overrides the public steps
+:meth:`Engine.set_lr`, :meth:`Engine.sample_z`, :meth:`Engine.generator_phase`,
+:meth:`Engine.student_phase`, :meth:`Engine.snapshot`, :meth:`Engine.optimizers` and
+:meth:`Engine.modules_to_save`; everything else stays the engine's.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-from dfkd_viz.analysis.metrics import accuracy
-from dfkd_viz.data.datasets import ImageDataset
-from dfkd_viz.data.triggers import Trigger, triggered_test_set
-from dfkd_viz.distill.defenses import Defense, Selection
+from dfkd_viz.distill.defenses import Defense
+from dfkd_viz.distill.evaluation import EvalSuite
 from dfkd_viz.distill.losses import BNStatsHook
-from dfkd_viz.distill.methods import Method, confidence, soft_accuracy
+from dfkd_viz.distill.methods import Method, soft_accuracy
+from dfkd_viz.distill.replay import ReplayMemory, SyntheticBatch
+from dfkd_viz.distill.snapshot import Snapshot
 from dfkd_viz.models import Classifier, Features, Generator
 
 EVENTS = ("on_start", "on_step", "on_eval", "on_samples", "on_checkpoint", "on_end")
-
-
-def _inference_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """An eval-mode channels-last copy of a CPU :class:`Classifier` for batched inference (about
-    twice as fast on 2 cores for the LeNets); ``model`` itself on a GPU or for other modules."""
-    if not isinstance(model, Classifier) or next(model.parameters()).is_cuda:
-        return model
-    return copy.deepcopy(model).eval().set_memory_format(torch.channels_last)
-
-
-@dataclass
-class EvalSuite:
-    """Real test data the student is evaluated on (all pixel units).
-
-    Attributes:
-        id_test: the teacher's ID test split.
-        ood_test: the OOD domain's test split, or None.
-        trigger, target: the backdoor trigger and target class for ASR, or None.
-        loc_images: how many triggered test images the trigger-localisation score
-            (:func:`dfkd_viz.analysis.saliency.trigger_localisation`) is averaged over; 0 = off.
-        dataset, ood_domain: the names behind ``id_test`` and ``ood_test`` (for analyses that
-            need the *training* splits, e.g. the ``domain-oracle`` defense), or None.
-        student_test: the student domain's test split (out-of-domain KD, ``student_domain_acc``),
-            or None.
-    """
-
-    id_test: ImageDataset
-    ood_test: ImageDataset | None = None
-    trigger: Trigger | None = None
-    target: int = 0
-    dataset: str | None = None
-    ood_domain: str | None = None
-    loc_images: int = 32
-    student_test: ImageDataset | None = None
-    _asr_set: ImageDataset | None = field(default=None, repr=False)
-
-    def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
-        """``id_acc``, ``ood_acc``, ``asr``, ``student_domain_acc`` of ``model`` as fractions, and
-        ``trigger_loc`` (share of the Integrated-Gradients mass inside the trigger on triggered test
-        images, for a local trigger) — None where not applicable.
-
-        On the CPU the accuracies are computed on a channels-last copy of ``model`` (the same
-        logits to ~1e-7; measured here: 4,000 images through the LeNet-5 student in ~100 ms
-        instead of ~220 ms, a fifth of a run's wall time at ``eval_every=5``)."""
-        fast = _inference_copy(model)
-        out: dict[str, float | None] = {
-            "id_acc": accuracy(fast, self.id_test),
-            "ood_acc": None,
-            "asr": None,
-            "trigger_loc": None,
-            "student_domain_acc": None,
-        }
-        if self.student_test is not None:
-            out["student_domain_acc"] = accuracy(fast, self.student_test)
-        if self.ood_test is not None:
-            out["ood_acc"] = accuracy(fast, self.ood_test)
-        if self.trigger is not None:
-            if self._asr_set is None:
-                self._asr_set = triggered_test_set(self.id_test, self.trigger, self.target)
-            out["asr"] = accuracy(fast, self._asr_set)
-            if self.loc_images > 0:
-                from dfkd_viz.analysis.saliency import trigger_localisation
-
-                x = self._asr_set.x[: self.loc_images].to(next(model.parameters()).device)
-                out["trigger_loc"] = trigger_localisation(model, x, self.trigger, ig_steps=8)
-        return out
-
-
-@dataclass
-class SyntheticBatch:
-    """Synthetic samples on their way to the student.
-
-    Attributes:
-        x: ``(B, C, H, W)`` pixel units (no graph).
-        t_logits: ``(B, K)`` teacher logits.
-        t_blocks: the teacher's block activations (attention transfer) or None.
-        sel: the defense's selection for these samples, or None (keep all).
-    """
-
-    x: torch.Tensor
-    t_logits: torch.Tensor
-    t_blocks: list[torch.Tensor] | None = None
-    sel: Selection | None = None
 
 
 @dataclass
@@ -242,11 +164,8 @@ class Engine:
         self._callbacks: dict[str, list[Callable[[Engine, dict], None]]] = defaultdict(list)
         self._stop = False
         self._t0 = 0.0
-        self._memory: dict[str, torch.Tensor] | None = None
-        self._mem_has_sel = False
+        self.memory = ReplayMemory(self.p.memory) if self.p.sample_mode == "memory" else None
         self._decided = [0, 0]  # new synthetic samples kept / scored during the current step
-        self._mem_n = 0
-        self._mem_ptr = 0
         self._last_batch: tuple[torch.Tensor, torch.Tensor] | None = None
         self.stop_reason = ""
 
@@ -257,7 +176,8 @@ class Engine:
             raise ValueError(f"unknown event {event!r}; events: {', '.join(EVENTS)}")
         self._callbacks[event].append(fn)
 
-    def fire(self, event: str, payload: dict) -> None:
+    def fire(self, event: str, payload: Any) -> None:
+        """Call every callback registered for ``event`` with ``(self, payload)``."""
         for fn in self._callbacks[event]:
             fn(self, payload)
 
@@ -270,10 +190,6 @@ class Engine:
     def wall_s(self) -> float:
         """Seconds of distillation so far (across resumes)."""
         return self.wall_offset + (time.perf_counter() - self._t0 if self._t0 else 0.0)
-
-    @property
-    def total_steps(self) -> int | None:
-        return self.budget.steps
 
     def progress(self) -> float:
         """Fraction of the budget used, in [0, 1]."""
@@ -290,24 +206,32 @@ class Engine:
             return 1.0
         return 0.5 * (1.0 + math.cos(math.pi * self.progress()))
 
-    def _set_lr(self) -> None:
+    def set_lr(self) -> None:
+        """Extension point, called at the start of every step: set the optimisers' learning
+        rates (default: ``lr_g`` / ``lr_s`` times a cosine decay over the budget, or constant)."""
         f = self._lr_factor()
         for g in self.opt_g.param_groups:
             g["lr"] = self.p.lr_g * f
         for g in self.opt_s.param_groups:
             g["lr"] = self.p.lr_s * f
 
-    def _z(self, n: int) -> torch.Tensor:
+    def sample_z(self, n: int) -> torch.Tensor:
+        """Extension point: ``n`` generator latents ``(n, nz)`` from the engine's seeded RNG
+        (default: standard normal)."""
         return torch.randn(n, self.s.nz, generator=self.rng).to(self.device)
 
-    def _generator_phase(self) -> dict[str, float]:
+    def generator_phase(self) -> dict[str, float]:
+        """Extension point: ``g_steps`` generator updates; returns the mean loss terms by name
+        (recorded with the step). Default: synthesise a batch, run the teacher (BN hook on) and
+        the student (frozen), minimise the method's generator terms plus the defense's extra
+        terms, and keep the last batch for the student phase (``reuse_g_batch``)."""
         terms_out: dict[str, float] = {}
         if self.p.g_steps == 0:
             return terms_out
         self.student.eval().requires_grad_(False)
         self.generator.train()
         for _ in range(self.p.g_steps):
-            x = self.generator(self._z(self.s.batch_size))
+            x = self.generator(self.sample_z(self.s.batch_size))
             hook = self.ctx.bn_hook
             if hook is not None:
                 hook.enabled = True
@@ -334,33 +258,11 @@ class Engine:
     @torch.no_grad()
     def _synthesize(self, n: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
         """Fresh synthetic samples ``(n, C, H, W)`` with teacher logits (and blocks if needed)."""
-        x = self.generator(self._z(n))
+        x = self.generator(self.sample_z(n))
         if self.method.needs_teacher_blocks:
             f = self.teacher.forward_features(x)
             return x, f.logits, f.blocks
         return x, self.teacher(x), None
-
-    def _remember(self, batch: SyntheticBatch) -> None:
-        """Write a batch (with its defense selection, if any) into the replay memory ring."""
-        cap = self.p.memory
-        x, t, sel = batch.x, batch.t_logits, batch.sel
-        if self._memory is None:
-            self._memory = {
-                "x": x.new_empty((cap, *x.shape[1:])),
-                "t": t.new_empty((cap, t.shape[1])),
-                "score": x.new_zeros(cap),
-                "keep": torch.ones(cap, dtype=torch.bool, device=x.device),
-            }
-        n = x.shape[0]
-        idx = (torch.arange(n, device=x.device) + self._mem_ptr) % cap
-        self._memory["x"][idx] = x
-        self._memory["t"][idx] = t
-        if sel is not None:
-            self._memory["score"][idx] = sel.score.to(x.dtype)
-            self._memory["keep"][idx] = sel.keep
-        self._mem_has_sel = self._mem_has_sel or sel is not None
-        self._mem_ptr = (self._mem_ptr + n) % cap
-        self._mem_n = min(cap, self._mem_n + n)
 
     def _new_batch(self, x: torch.Tensor, t: torch.Tensor, blocks) -> SyntheticBatch:
         """A batch of new synthetic samples, scored once by the defense (the selection then
@@ -371,56 +273,32 @@ class Engine:
         self._decided[1] += x.shape[0]
         return SyntheticBatch(x, t, blocks, sel)
 
-    def _draw_selected(self) -> SyntheticBatch:
-        """A memory draw when the defense selects: a *full* batch of kept samples for
-        distillation (as TA-DFKD keeps drawing until a batch of kept samples is complete) plus,
-        when the defense ``needs_rejected``, a quarter batch of rejected ones for its own term
-        (e.g. ATEsc's forgetting), so a defense that rejects half the samples does not halve the
-        student's batch."""
-        m, n, b = self._memory, self._mem_n, self.s.batch_size
-        keep = m["keep"][:n]
-        parts, flags = [], []
-        n_rejected = b // 4 if self.defense.needs_rejected else 0
-        if not bool(keep.any()):  # nothing kept yet: a batch of rejected samples (no KD term)
-            n_rejected = max(n_rejected, b)
-        for pool, size, flag in (
-            (torch.nonzero(keep).flatten(), b, True),
-            (torch.nonzero(~keep).flatten(), n_rejected, False),
-        ):
-            if len(pool) and size:
-                pick = torch.randint(0, len(pool), (size,), generator=self.rng).to(pool.device)
-                parts.append(pool[pick])
-                flags.append(torch.full((size,), flag, dtype=torch.bool, device=pool.device))
-        j = torch.cat(parts)
-        return SyntheticBatch(
-            m["x"][j], m["t"][j], None, Selection(m["score"][j], torch.cat(flags))
-        )
-
     def _student_batch(self, k: int, prev: SyntheticBatch | None) -> SyntheticBatch:
         """The k-th student batch of a step: the generator step's own batch first (when
         ``reuse_g_batch``), then per ``sample_mode``: ``fresh`` synthesises a new batch, ``reuse``
         repeats the previous one (ZSKT), ``memory`` draws from the replay memory of recent
         synthetic samples with their (fixed) teacher logits and defense decisions."""
-        p = self.p
+        p, mem, b = self.p, self.memory, self.s.batch_size
         if k == 0 and p.reuse_g_batch and self._last_batch is not None:
             batch = self._new_batch(*self._last_batch)
-            if p.sample_mode == "memory":
-                self._remember(batch)
+            if mem is not None:
+                mem.add(batch)
             return batch
         if p.sample_mode == "reuse" and prev is not None:
             return prev
-        if p.sample_mode == "memory":
-            if self._mem_n < self.s.batch_size:
-                self._remember(self._new_batch(*self._synthesize(self.s.batch_size)))
-            m = self._memory
-            if self._mem_has_sel:
-                return self._draw_selected()
-            j = torch.randint(0, self._mem_n, (self.s.batch_size,), generator=self.rng)
-            j = j.to(self.device)
-            return SyntheticBatch(m["x"][j], m["t"][j], None, None)
-        return self._new_batch(*self._synthesize(self.s.batch_size))
+        if mem is not None:
+            if len(mem) < b:
+                mem.add(self._new_batch(*self._synthesize(b)))
+            if mem.has_selection:  # a quarter batch of rejected samples for the defense's term
+                return mem.draw_selected(b, b // 4 if self.defense.needs_rejected else 0, self.rng)
+            return mem.draw(b, self.rng)
+        return self._new_batch(*self._synthesize(b))
 
-    def _student_phase(self) -> tuple[dict[str, float], float, float]:
+    def student_phase(self) -> tuple[dict[str, float], float, float]:
+        """Extension point: ``s_steps`` student updates on synthetic batches (see
+        :meth:`_student_batch`), the defense's selection applied. Returns ``(mean loss terms,
+        teacher–student agreement on the last batch in [0, 1], share of new synthetic samples
+        the defense kept in [0, 1])``."""
         sums: dict[str, float] = defaultdict(float)
         agree = 0.0
         self.student.train()
@@ -471,40 +349,26 @@ class Engine:
         return self.evals.evaluate(self.eval_student)
 
     @torch.no_grad()  # not inference_mode: a defense may need gradients inside select()
-    def snapshot(self) -> dict[str, Any]:
-        """A snapshot of ``snapshot_size`` fresh synthetic samples and their per-sample records.
-
-        Returns ``{"step", "images": (n, C, H, W) uint8, "teacher_label", "confidence",
-        "student_label", "score", "keep", "flag", "threshold", "features": (n, D) teacher
-        penultimate, "artifacts": the defense's named arrays}`` (arrays of length n; score/keep
-        None without a defense that selects, flag None unless the defense flags samples)."""
+    def snapshot(self) -> Snapshot:
+        """Extension point: a :class:`~dfkd_viz.distill.snapshot.Snapshot` of ``snapshot_size``
+        fresh synthetic samples with the teacher's and student's labels, the defense's
+        decisions (score/keep None without a selecting defense) and artifacts, and the teacher's
+        penultimate features."""
         n = self.s.snapshot_size
         self.generator.train()
-        x = self.generator(self._z(n))
+        x = self.generator(self.sample_z(n))
         tf = self.teacher.forward_features(x)
-        t = tf.logits
         s = self.eval_student.eval()(x)
         self.student.train()
-        sel: Selection | None = self.defense.select(x, t, self.ctx)
-        images = (x.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        return {
-            "step": self.step,
-            "images": images,
-            "teacher_label": t.argmax(1).cpu().numpy(),
-            "confidence": confidence(t).cpu().numpy(),
-            "student_label": s.argmax(1).cpu().numpy(),
-            "score": None if sel is None else sel.score.float().cpu().numpy(),
-            "keep": None if sel is None else sel.keep.cpu().numpy().astype(bool),
-            "flag": None
-            if sel is None or sel.flag is None
-            else sel.flag.cpu().numpy().astype(bool),
-            "threshold": None if sel is None else sel.threshold,
-            "features": tf.penultimate.float().cpu().numpy(),
-            "artifacts": self.defense.artifacts(),
-        }
+        sel = self.defense.select(x, tf.logits, self.ctx)
+        return Snapshot.from_tensors(
+            self.step, x, tf.logits, s, tf.penultimate, sel, self.defense.artifacts()
+        )
 
     # ---------------------------------------------------------------- checkpoints
-    def _modules_to_save(self) -> list[tuple[str, torch.nn.Module]]:
+    def modules_to_save(self) -> list[tuple[str, torch.nn.Module]]:
+        """Extension point: ``(key prefix, module)`` pairs a checkpoint holds (subclasses add
+        theirs, e.g. AuG-KD's encoder and anchor)."""
         mods: list[tuple[str, torch.nn.Module]] = [
             ("generator.", self.generator),
             ("student.", self.student),
@@ -513,19 +377,19 @@ class Engine:
             mods.append(("student_ema.", self.student_ema))
         return mods
 
-    def _optimizers(self) -> list[tuple[str, torch.optim.Optimizer]]:
-        """The optimisers a checkpoint holds, by name (subclasses add theirs)."""
+    def optimizers(self) -> list[tuple[str, torch.optim.Optimizer]]:
+        """Extension point: the optimisers a checkpoint holds, by name (subclasses add theirs)."""
         return [("opt_g", self.opt_g), ("opt_s", self.opt_s)]
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """``(tensors, meta)``: generator, student, both optimisers, defense state and RNG as
         tensors (for safetensors), step counters and optimiser hyper-parameters as JSON-able meta."""
         tensors: dict[str, torch.Tensor] = {}
-        for prefix, mod in self._modules_to_save():
+        for prefix, mod in self.modules_to_save():
             for k, v in mod.state_dict().items():
                 tensors[prefix + k] = v.detach().cpu().contiguous()
         meta: dict[str, Any] = {"step": self.step, "wall_s": self.wall_s}
-        for name, opt in self._optimizers():
+        for name, opt in self.optimizers():
             sd = opt.state_dict()
             for pid, st in sd["state"].items():
                 for k, v in st.items():
@@ -539,10 +403,10 @@ class Engine:
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output (raises KeyError/RuntimeError on a mismatch)."""
-        for prefix, mod in self._modules_to_save():
+        for prefix, mod in self.modules_to_save():
             sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             mod.load_state_dict(sd, strict=True)
-        for name, opt in self._optimizers():
+        for name, opt in self.optimizers():
             state: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
             for k, v in tensors.items():
                 if k.startswith(name + "."):
@@ -570,14 +434,14 @@ class Engine:
         window_t, window_steps = time.perf_counter(), 0
         last_eval_step = -1
         while not self._done() and not self._stop:
-            self._set_lr()
+            self.set_lr()
             self.ctx.step, self.ctx.progress = self.step, self.progress()
             new_phase = "final" if self.ctx.progress >= self.s.final_phase else "distill"
             if new_phase != phase:
                 phase = self.ctx.phase = new_phase
                 self.defense.on_phase(self.ctx, phase)
-            g_terms = self._generator_phase()
-            s_terms, agree, kept = self._student_phase()
+            g_terms = self.generator_phase()
+            s_terms, agree, kept = self.student_phase()
             self.step += 1
             window_steps += 1
             now = time.perf_counter()
@@ -611,9 +475,3 @@ class Engine:
         payload.update({k: v for k, v in record.items() if k in ("agreement", "kept_frac")})
         self.last_metrics = {k: v for k, v in m.items()}
         self.fire("on_eval", payload)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch and numpy (the engine's own sampling uses its seeded generator)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))

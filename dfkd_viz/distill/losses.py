@@ -1,4 +1,4 @@
-"""Loss terms of generator-based DFKD (METHODS.md §1; ``zju-vipa/CMI:datafree/criterions.py``,
+"""Loss terms of generator-based DFKD (``docs/methods.md``; ``zju-vipa/CMI:datafree/criterions.py``,
 ``zju-vipa/CMI:datafree/hooks.py``, ``VainF/Data-Free-Adversarial-Distillation``, ZSKT).
 
 Shapes: logits ``(B, K)``; images ``(B, C, H, W)`` in [0, 1]; every function returns a scalar
@@ -122,13 +122,6 @@ def tv_norm(x: torch.Tensor) -> torch.Tensor:
         + torch.norm(x[..., 1:, :-1] - x[..., :-1, 1:])
         + torch.norm(x[..., :-1, :-1] - x[..., 1:, 1:])
     )
-
-
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Anisotropic total variation of images ``(B, C, H, W)``, mean over pixels."""
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (
-        x[..., :, 1:] - x[..., :, :-1]
-    ).abs().mean()
 
 
 class BNStatsHook:

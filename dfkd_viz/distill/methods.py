@@ -1,6 +1,6 @@
 """DFKD methods: named sets of loss terms and a schedule, registered in :data:`METHODS`.
 
-One generator-based synthesiser, different weights (METHODS.md §1; ``zju-vipa/CMI:
+One generator-based synthesiser, different weights (``docs/methods.md``; ``zju-vipa/CMI:
 datafree/synthesis/generative.py``, ``zju-vipa/Fast-Datafree``,
 ``VainF/Data-Free-Adversarial-Distillation``, ``polo5/ZeroShotKnowledgeTransfer``)::
 
@@ -23,7 +23,7 @@ Every term enters the run's record weighted, as it enters the total (``g_adv``, 
 the run's budget (steps, or seconds for a wall-clock budget).
 
 Changes from the papers for short CPU budgets, measured on the clean MNIST teacher (student ID
-accuracy, DFQ, single seeds; see the README's results for the final figures):
+accuracy, DFQ, single seeds; final figures in ``docs/results/``):
 
 - Adam (lr 5e-3) for the student instead of SGD 0.1 (94.5 → 96.8 % at 30 s with the other changes);
 - ``sample_mode="memory"``: the student's first step uses the generator step's own batch (already
@@ -176,7 +176,8 @@ def create_method(name: str, params: dict | None = None) -> Method:
 class DFAD(Method):
     """Data-Free Adversarial Distillation (Fang et al. 2019; ``VainF/Data-Free-Adversarial-
     Distillation``): the generator maximises and the student minimises the L1 logit discrepancy.
-    Change: Adam (lr 2e-3) for the student instead of SGD 0.1, for short CPU runs."""
+    Change: Adam (the shared ``lr_s`` 5e-3) for the student instead of SGD 0.1, for short CPU
+    runs."""
 
     name = "dfad"
     defaults: ClassVar[dict] = {"adv_kind": "l1", "student_loss": "l1", "default_steps": 300}
@@ -259,7 +260,7 @@ class TADFKDParams(MethodParams):
 @METHODS.register("tadfkd")
 class TADFKD(Method):
     """TA-DFKD, the teacher as a lenient expert (Shin & Choi, AAAI 2024;
-    ``bigdata-inha/TA-DFKD-Official:TA-DFKD-main-CIFAR.py``; METHODS.md §5).
+    ``bigdata-inha/TA-DFKD-Official:TA-DFKD-main-CIFAR.py``; ``docs/methods.md``).
 
     No class prior: the generator's loss is ::
 

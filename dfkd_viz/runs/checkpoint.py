@@ -13,6 +13,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dfkd_viz.util.io import atomic_path
+
 
 def save_checkpoint(
     path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
@@ -23,10 +25,7 @@ def save_checkpoint(
         OSError: the file cannot be written (e.g. ``ENOSPC``, a full disk), with its errno (the
             safetensors library reports I/O failures as text; they are turned back into OSError).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         try:
             save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
         except Exception as exc:
@@ -34,9 +33,6 @@ def save_checkpoint(
             if code is None:
                 raise
             raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from None
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(

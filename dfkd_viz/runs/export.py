@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,26 +19,10 @@ import numpy as np
 
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.runs.store import RunReader
+from dfkd_viz.util.io import write_atomic
 
 FORMATS = ("html", "csv", "parquet", "safetensors")
 METRIC_COLUMNS = ["step", "name", "value", "wall_s"]
-
-
-def write_atomic(out: Path, data: bytes | str) -> Path:
-    """Write ``data`` to ``out`` through a temporary file + rename (never a half-written file).
-    Raises OSError (e.g. a full disk; the temporary file is removed)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
-        else:
-            tmp.write_bytes(data)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
 
 
 def metrics_bytes(run_dir: str | Path, fmt: str = "csv") -> bytes:

@@ -10,27 +10,23 @@ continues it from its last checkpoint.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from dfkd_viz.errors import DfkdVizError, RunStateError, UnknownNameError
+from dfkd_viz.jobs import log_tail, pid_alive, process_start_time, reap, spawn_detached, terminate
 from dfkd_viz.paths import runs_dir
 from dfkd_viz.runs.config import RunConfig, validate_config
-from dfkd_viz.runs.liveness import pid_alive, process_start_time
 from dfkd_viz.runs.store import ACTIVE_STATES, RunReader, RunWriter
+from dfkd_viz.util.io import write_atomic
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 QUEUED_GRACE_S = 15.0
-_children: dict[int, subprocess.Popen] = {}
 
 
 def new_run_id(cfg: RunConfig) -> str:
@@ -60,31 +56,11 @@ def create_run(cfg: RunConfig | dict[str, Any]) -> str:
     run_id = new_run_id(cfg)
     d = runs_dir() / run_id
     d.mkdir(parents=True)
-    tmp = d / ".config.json.tmp"
-    tmp.write_text(cfg.to_json())
-    os.replace(tmp, d / "config.json")
+    write_atomic(d / "config.json", cfg.to_json())
     w = RunWriter(d)
     w.init_status(run_id, cfg.steps, cfg.seconds)
     w.close()
     return run_id
-
-
-def spawn_detached(cmd: list[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
-    """Start ``cmd`` in its own session (it outlives the CLI or the app that started it), output
-    appended to ``log_path``; the child is reaped later by :func:`_reap`, so liveness checks never
-    see it as a zombie of this process."""
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            start_new_session=True,
-        )
-    _children[proc.pid] = proc
-    return proc
 
 
 def start_worker(run_id: str, resume: bool = False) -> int:
@@ -105,30 +81,12 @@ def launch(cfg: RunConfig | dict[str, Any]) -> str:
     return run_id
 
 
-def _reap() -> None:
-    for pid, proc in list(_children.items()):
-        if proc.poll() is not None:
-            del _children[pid]
-
-
-def _log_tail(path: Path, max_chars: int = 200) -> str | None:
-    """The last non-empty line of a worker log (at most ``max_chars``), or None."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 4096))
-            lines = fh.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return None
-    return lines[-1].strip()[:max_chars] if lines else None
-
-
 def effective_status(
     run_id: str, reader: RunReader | None = None, repair: bool = True
 ) -> dict[str, Any]:
     """The run's status with liveness applied: an active state whose worker is gone becomes
     ``failed`` (and, with ``repair``, is recorded so)."""
-    _reap()
+    reap()
     own = reader is None
     r = reader or RunReader(run_dir(run_id))
     try:
@@ -150,7 +108,7 @@ def effective_status(
     ):
         return st
     error = f"the worker process {st.get('pid')} ended without recording an end (killed or crashed)"
-    last = _log_tail(run_dir(run_id) / "worker.log")
+    last = log_tail(run_dir(run_id) / "worker.log")
     if last and re.search(r"error|exception|could not|killed", last, re.IGNORECASE):
         error += f"; its log ends: {last}"
     st.update(state="failed", error=error)
@@ -233,10 +191,8 @@ def stop(run_id: str, wait_s: float = 0.0) -> dict[str, Any]:
     st = effective_status(run_id)
     if st["state"] not in ACTIVE_STATES:
         raise RunStateError(f"run {run_id} is {st['state']}, not running")
-    pid = st.get("pid")
-    if pid and st.get("alive"):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+    if st.get("alive"):
+        terminate(st.get("pid"), st.get("pid_start"))
     deadline = time.time() + wait_s
     while time.time() < deadline:
         st = effective_status(run_id)

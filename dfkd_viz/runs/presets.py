@@ -85,7 +85,7 @@ register_preset(
         "NTL trap with ATEsc",
         "The same teacher, method and steps with ATEsc: synthetic samples split by the teacher's "
         "adversarial robustness (fragile → distillation, robust → forgetting). At this scale it "
-        "recovers none of the trap (README); the Decisions and Embeddings pages show why: the "
+        "recovers none of the trap (docs/results/ntl-trap.md); the Decisions and Embeddings pages show why: the "
         "samples it rejects sit among real ID points.",
         {
             "teacher": "mnist-ntl-watermark",
@@ -129,8 +129,8 @@ register_preset(
         "collapse-dfq",
         "A teacher that breaks DFQ",
         "A deeper, BN-heavy teacher (ResNet-14, 98.5 % on MNIST). DFQ's LeNet student levels off "
-        "at 84–87 % of the teacher's accuracy after ~300 steps (seeds 0–2; README, stability "
-        "study). Compare with collapse-tadfkd: same teacher, same 600 steps (~2 min).",
+        "at 84–87 % of the teacher's accuracy after ~300 steps (seeds 0–2; "
+        "docs/results/stability.md). Compare with collapse-tadfkd: same teacher, same 600 steps (~2 min).",
         {"teacher": "mnist-resnet14", "method": "dfq", "steps": 600, "eval_every": 25},
         ("collapse",),
     )
@@ -142,7 +142,7 @@ register_preset(
         "TA-DFKD on the same teacher and steps: no class prior, and the teacher only verifies "
         "synthetic samples (a Gaussian mixture on its own loss, shown on Decisions). With seed 0 "
         "its student keeps climbing to 89 % of the teacher's accuracy (DFQ: 85 %); with seed 2 it "
-        "stops at 77 % — at this scale neither method is reliably the more stable (README).",
+        "stops at 77 % — at this scale neither method is reliably the more stable (docs/results/stability.md).",
         {"teacher": "mnist-resnet14", "method": "tadfkd", "steps": 600, "eval_every": 25},
         ("collapse",),
     )
@@ -157,7 +157,7 @@ register_preset(
         "student-domain samples where the teacher is certain, then mixes anchored generated "
         "samples into real ones (~45 s). Baselines on the same split and steps: --method ce | kd | "
         "dfq. Measured (3 seeds, MNIST-M accuracy): augkd 73.8 %, ce 78.2 %, kd 69.8 %, dfq 55.5 %; "
-        "--param u=1 (CE only, what the reference code trains) 83.4 % (README).",
+        "--param u=1 (CE only, what the reference code trains) 83.4 % (docs/results/out-of-domain.md).",
         {
             "teacher": "mnist-clean",
             "method": "augkd",

@@ -44,12 +44,16 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from dfkd_viz.errors import DfkdVizError
+from dfkd_viz.util.io import png_bytes
+
+if TYPE_CHECKING:
+    from dfkd_viz.distill.snapshot import Snapshot
 
 SCHEMA_VERSION = 2
 STATES = ("queued", "running", "finished", "stopped", "failed")
@@ -106,23 +110,6 @@ def npy_bytes(a: np.ndarray) -> bytes:
 def npy_to_array(data: bytes) -> np.ndarray:
     """The array of :func:`npy_bytes` output (``allow_pickle=False``: never unpickles)."""
     return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def png_bytes(img: np.ndarray) -> bytes:
-    """Encode one image ``(C, H, W)`` uint8 (C = 1 or 3) as PNG bytes."""
-    from PIL import Image
-
-    arr = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
-def png_to_array(data: bytes) -> np.ndarray:
-    """Decode PNG bytes to ``(H, W)`` or ``(H, W, 3)`` uint8."""
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(data)))
 
 
 class RunWriter:
@@ -255,29 +242,25 @@ class RunWriter:
         self._last_commit = time.time()
 
     # -- samples
-    def add_snapshot(
-        self, snap: dict[str, Any], wall_s: float, score_name: str | None = None
-    ) -> None:
-        """Store a snapshot from :meth:`dfkd_viz.distill.Engine.snapshot` (images as PNG)."""
-        n = len(snap["images"])
-        score, keep, flag = snap.get("score"), snap.get("keep"), snap.get("flag")
-        emb = snap.get("embedding")
+    def add_snapshot(self, snap: Snapshot, wall_s: float, score_name: str | None = None) -> None:
+        """Store a :class:`~dfkd_viz.distill.snapshot.Snapshot` (images as PNG; map
+        coordinates come later with :meth:`set_embedding`)."""
+        n = len(snap.images)
+        score, keep, flag = snap.score, snap.keep, snap.flag
         rows = []
         for i in range(n):
             rows.append(
                 (
-                    int(snap["step"]),
+                    int(snap.step),
                     i,
-                    png_bytes(snap["images"][i]),
-                    int(snap["teacher_label"][i]),
-                    float(snap["confidence"][i]),
-                    int(snap["student_label"][i])
-                    if snap.get("student_label") is not None
-                    else None,
+                    png_bytes(snap.images[i]),
+                    int(snap.teacher_label[i]),
+                    float(snap.confidence[i]),
+                    None if snap.student_label is None else int(snap.student_label[i]),
                     None if score is None else float(score[i]),
                     None if keep is None else int(bool(keep[i])),
-                    None if emb is None else float(emb[i, 0]),
-                    None if emb is None else float(emb[i, 1]),
+                    None,
+                    None,
                     None if flag is None else int(bool(flag[i])),
                 )
             )
@@ -285,20 +268,20 @@ class RunWriter:
         with self.transaction():
             self.con.execute(
                 "INSERT OR REPLACE INTO snapshots(step, wall_s, n, threshold, score_name) VALUES (?, ?, ?, ?, ?)",
-                (int(snap["step"]), wall_s, n, snap.get("threshold"), score_name),
+                (int(snap.step), wall_s, n, snap.threshold, score_name),
             )
-            self.con.execute("DELETE FROM samples WHERE step = ?", (int(snap["step"]),))
+            self.con.execute("DELETE FROM samples WHERE step = ?", (int(snap.step),))
             self.con.executemany(
                 "INSERT INTO samples(step, idx, image, teacher_label, confidence, student_label, "
                 "score, keep, emb_x, emb_y, flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            self.con.execute("DELETE FROM artifacts WHERE step = ?", (int(snap["step"]),))
+            self.con.execute("DELETE FROM artifacts WHERE step = ?", (int(snap.step),))
             self.con.executemany(
                 "INSERT INTO artifacts(step, name, data) VALUES (?, ?, ?)",
                 [
-                    (int(snap["step"]), name, npy_bytes(np.asarray(a, dtype=np.float32)))
-                    for name, a in (snap.get("artifacts") or {}).items()
+                    (int(snap.step), name, npy_bytes(np.asarray(a, dtype=np.float32)))
+                    for name, a in snap.artifacts.items()
                 ],
             )
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import re
 import secrets
 import signal
@@ -38,9 +37,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dfkd_viz.errors import ConfigError, DfkdVizError, UnknownNameError
+from dfkd_viz.jobs import JobProgress, pid_alive, read_progress, report, start_job, stop_job
 from dfkd_viz.paths import home
 from dfkd_viz.runs.config import MAX_SECONDS, MAX_STEPS, format_validation_error, validate_config
-from dfkd_viz.runs.liveness import pid_alive, process_start_time
+from dfkd_viz.util.io import write_json
 
 
 class SweepBusyError(DfkdVizError):
@@ -129,12 +129,6 @@ def sweep_dir(sweep_id: str) -> Path:
     return d
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def parse_spec(data: dict[str, Any]) -> SweepSpec:
     """Validate a raw spec and every cell's run config.
 
@@ -167,9 +161,9 @@ def create_sweep(data: dict[str, Any] | SweepSpec) -> str:
     sweep_id = f"sw-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     d = sweeps_dir() / sweep_id
     d.mkdir(parents=True)
-    _write_json(d / "cells.json", [{**c, "run_id": None} for c in spec.cells()])
+    write_json(d / "cells.json", [{**c, "run_id": None} for c in spec.cells()])
     # sweep.json last: a directory without it is not a sweep (a crash here leaves no half sweep)
-    _write_json(d / "sweep.json", {"spec": spec.model_dump(), "created": time.time()})
+    write_json(d / "sweep.json", {"spec": spec.model_dump(), "created": time.time()})
     return sweep_id
 
 
@@ -184,17 +178,20 @@ def load_sweep(sweep_id: str) -> tuple[SweepSpec, list[dict[str, Any]]]:
     return spec, cells
 
 
-def _runner_state(d: Path) -> dict[str, Any]:
-    try:
-        return json.loads((d / "runner.json").read_text())
-    except (OSError, ValueError):
-        return {}
+def _record(d: Path) -> Path:
+    return d / "runner.json"
+
+
+def runner_progress(sweep_id: str) -> JobProgress | None:
+    """The runner's progress record (:class:`~dfkd_viz.jobs.JobProgress`; ``frac`` = cells done
+    / cells), liveness applied, or None before the sweep was first started."""
+    return read_progress(_record(sweep_dir(sweep_id)))
 
 
 def runner_alive(sweep_id: str) -> bool:
     """Whether the sweep's runner process is working through its cells."""
-    st = _runner_state(sweep_dir(sweep_id))
-    return pid_alive(st.get("pid"), st.get("pid_start"))
+    rec = runner_progress(sweep_id)
+    return rec is not None and rec.active and pid_alive(rec.pid, rec.pid_start)
 
 
 def sweep_results(sweep_id: str) -> pd.DataFrame:
@@ -255,7 +252,7 @@ def sweep_status(sweep_id: str, results: pd.DataFrame | None = None) -> dict[str
         "current": current.iloc[0]["run_id"] if len(current) else None,
         "spec": spec.model_dump(),
         "created": meta.get("created"),
-        "error": _runner_state(d).get("error"),
+        "error": rec.error if (rec := runner_progress(sweep_id)) is not None else None,
     }
 
 
@@ -347,13 +344,26 @@ def run_sweep(sweep_id: str, progress: Callable[[int, int, dict], None] | None =
     d = sweep_dir(sweep_id)
     spec, cells = load_sweep(sweep_id)
     with _exclusive(d):
-        me = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid())}
-        _write_json(d / "runner.json", me)
+        rec = _record(d)
+        report(rec, "sweep", sweep_id, state="running", msg="starting", error=None, result=None)
+
+        def tell(i: int, n: int, cell: dict) -> None:
+            what = f"{cell['teacher']} × {cell['method']} seed {cell['seed']}" if cell else "done"
+            report(rec, "sweep", sweep_id, state="running", frac=min(i, n) / max(n, 1), msg=what)
+            if progress:
+                progress(i, len(cells), cell)
+
         result = "stopped"
         try:
-            result = _run_cells(d, spec, cells, progress)
-        finally:  # this process no longer runs the sweep (liveness must not say so)
-            _write_json(d / "runner.json", {"pid": None, "ended": time.time(), "result": result})
+            result = _run_cells(d, spec, cells, tell)
+        except Exception as exc:  # recorded for the app and the CLI, not just the log
+            report(rec, "sweep", sweep_id, state="failed", error=str(exc).splitlines()[0])
+            raise
+        done = {"finished": "done", "stopped": "stopped", "incomplete": "failed"}[result]
+        error = "some runs failed (see their events)" if result == "incomplete" else None
+        report(
+            rec, "sweep", sweep_id, state=done, msg=result, error=error, result={"result": result}
+        )
     return result
 
 
@@ -381,7 +391,7 @@ def _run_cells(
         if not run_id:
             run_id = manager.create_run(spec.run_config(cell))
             cell["run_id"] = run_id
-            _write_json(d / "cells.json", cells)
+            write_json(d / "cells.json", cells)
             manager.start_worker(run_id)
         elif state not in ACTIVE_STATES:  # stopped or failed: continue from its checkpoint
             manager.resume(run_id)
@@ -402,29 +412,19 @@ def _run_cells(
 
 
 def start_runner(sweep_id: str) -> int:
-    """Spawn the detached runner process of ``sweep_id`` (its own session: it outlives the CLI
+    """Start the detached runner process of ``sweep_id`` (its own session: it outlives the CLI
     or the app); returns its PID. Raises DfkdVizError when a runner is already alive."""
     d = sweep_dir(sweep_id)
     if runner_alive(sweep_id):
         raise DfkdVizError(f"sweep {sweep_id} is already running")
-    from dfkd_viz.runs.manager import spawn_detached
-
-    cmd = [sys.executable, "-m", "dfkd_viz.runs.sweep", sweep_id]
-    proc = spawn_detached(cmd, d / "runner.log")
-    # recorded here too, so the sweep shows as running before the child has written its own
-    _write_json(d / "runner.json", {"pid": proc.pid, "pid_start": process_start_time(proc.pid)})
-    return proc.pid
+    return start_job(
+        "sweep", sweep_id, "dfkd_viz.runs.sweep", [sweep_id], _record(d), d / "runner.log"
+    )
 
 
 def stop_sweep(sweep_id: str, wait_s: float = 0.0) -> None:
     """Ask the runner to stop (it stops the current run at a checkpoint; resume continues)."""
-    st = _runner_state(sweep_dir(sweep_id))
-    if pid_alive(st.get("pid"), st.get("pid_start")):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(st["pid"], signal.SIGTERM)
-    deadline = time.time() + wait_s
-    while time.time() < deadline and runner_alive(sweep_id):
-        time.sleep(0.1)
+    stop_job(_record(sweep_dir(sweep_id)), wait_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,7 +434,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    d = sweep_dir(args[0])
 
     def log(i: int, n: int, cell: dict) -> None:
         what = f"{cell['teacher']} × {cell['method']} seed {cell['seed']}" if cell else "done"
@@ -445,10 +444,6 @@ def main(argv: list[str] | None = None) -> int:
     except SweepBusyError as exc:  # another runner has the sweep: leave its record alone
         print(f"sweep {args[0]}: {exc}", file=sys.stderr, flush=True)
         return 2
-    except Exception as exc:  # recorded for the app and the CLI, not just the log
-        st = _runner_state(d)
-        _write_json(d / "runner.json", {**st, "error": str(exc).splitlines()[0]})
-        raise
     print(f"sweep {args[0]}: {result}", flush=True)
     return 0 if result == "finished" else 1
 

@@ -36,11 +36,15 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from dfkd_viz.jobs.liveness import process_start_time
 from dfkd_viz.runs.checkpoint import load_checkpoint, save_checkpoint
 from dfkd_viz.runs.config import RunConfig
-from dfkd_viz.runs.liveness import process_start_time
 from dfkd_viz.runs.store import RunReader, RunWriter
+
+if TYPE_CHECKING:
+    from dfkd_viz.distill.snapshot import Snapshot
 
 KEEP_CHECKPOINTS = 2
 
@@ -82,7 +86,7 @@ class StoreRecorder:
         self.w.add_metrics(p["step"], p["wall_s"], vals, commit=True)
         self.w.set_status(step=p["step"], wall_s=p["wall_s"], progress=engine.progress())
 
-    def on_samples(self, engine, snap: dict) -> None:
+    def on_samples(self, engine, snap: Snapshot) -> None:
         self.w.add_snapshot(snap, engine.wall_s, self.score_name)
 
     def on_checkpoint(self, engine, p: dict) -> None:
@@ -162,18 +166,18 @@ class EmbeddingRecorder:
             f"embedding map of {len(self.ref.source)} real points ready after {time.perf_counter() - self.t0:.1f} s"
         )
 
-    def on_samples(self, engine, snap: dict) -> None:
-        feats = snap.get("features")
+    def on_samples(self, engine, snap: Snapshot) -> None:
+        feats = snap.features
         if feats is None:
             return
         like = self.map.ood_likeness(feats)
         self.w.add_metrics(
-            snap["step"], engine.wall_s, {"ood_likeness": float((like > 0.5).mean())}, commit=True
+            snap.step, engine.wall_s, {"ood_likeness": float((like > 0.5).mean())}, commit=True
         )
         if self.written and self.map.coords is not None:
-            self.w.set_embedding(snap["step"], self.map.place(feats))
+            self.w.set_embedding(snap.step, self.map.place(feats))
         else:
-            self.pending[snap["step"]] = feats
+            self.pending[snap.step] = feats
             self._flush_map()
 
     def on_step(self, engine, p: dict) -> None:

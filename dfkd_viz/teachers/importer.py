@@ -38,7 +38,6 @@ from dfkd_viz.data import domain_names, load_dataset
 from dfkd_viz.errors import DfkdVizError, UnknownNameError
 from dfkd_viz.models import MODELS, create_model
 from dfkd_viz.teachers.zoo import (
-    _atomic_write,
     _locked,
     _read_card,
     card,
@@ -47,6 +46,7 @@ from dfkd_viz.teachers.zoo import (
     specs,
     weights_path,
 )
+from dfkd_viz.util.io import atomic_path, write_json
 
 MAX_TEACHER_BYTES = 64 * 1024 * 1024
 """Largest teacher file accepted (bytes); the app's upload limit is the same (``.streamlit``)."""
@@ -385,10 +385,9 @@ def import_teacher(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         try:
-            _atomic_write(
-                wpath, lambda p: save_file(checked, str(p), metadata={"arch": arch, "id": tid})
-            )
-            _atomic_write(cpath, lambda p: p.write_text(json.dumps(c, indent=2)))
+            with atomic_path(wpath) as tmp:
+                save_file(checked, str(tmp), metadata={"arch": arch, "id": tid})
+            write_json(cpath, c, indent=2)
         except OSError as exc:
             cpath.unlink(missing_ok=True)
             wpath.unlink(missing_ok=True)

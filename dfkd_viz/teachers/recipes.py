@@ -16,7 +16,7 @@ seeded (``spec.seed``) shuffling and initialisation.
   domain (``mnist-m``, ``digits``...); source-only NTL from a shift of the ID images themselves
   (``watermark``, the ownership-verification variant). ID and OOD images go through the network
   as **one concatenated batch**, so BatchNorm's running statistics see both domains as they will
-  be mixed at test time (separate passes broke eval-mode accuracy, MEASUREMENTS.md).
+  be mixed at test time (separate passes broke eval-mode accuracy in a prototype here).
 - **cuti** (CUTI-domain, Wang et al., CVPR 2023; ``tmllab/NTLBench:pretrain/trainer_CUTI.py``)::
 
       L = CE(x_id) − min(α·CE(x_ood), 1),   α = 0.1

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from dfkd_viz.errors import DfkdVizError, UnknownNameError
 from dfkd_viz.models import Classifier, create_model
 from dfkd_viz.paths import teachers_dir
 from dfkd_viz.teachers.recipes import RECIPES, Progress
+from dfkd_viz.util.io import atomic_path, write_json
 
 Kind = Literal["clean", "ntl", "cuti", "backdoor", "user"]
 CARD_FIELDS = (
@@ -144,7 +144,7 @@ def _fashion_zoo() -> list[TeacherSpec]:
 
 def _family_zoo() -> list[TeacherSpec]:
     """Extra clean teachers of different character (``default: false``): the family on which
-    DFKD methods are compared for stability (TA-DFKD's claim, README "Stability across teachers")."""
+    DFKD methods are compared for stability (TA-DFKD's claim, ``docs/results/stability.md``)."""
     fam = {"kind": "clean", "default": False}
     return [
         TeacherSpec(
@@ -285,15 +285,6 @@ def _locked(teacher_id: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def evaluate_teacher(model: Classifier, spec_or_card) -> dict:
     """ID accuracy, OOD accuracy (on ``ood_domain``) and ASR (for a trigger) as fractions."""
     get = (
@@ -336,9 +327,8 @@ def train_teacher(teacher_id: str, progress: Progress | None = None, force: bool
         metrics = evaluate_teacher(model, spec)
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         wpath = weights_path(teacher_id)
-        _atomic_write(
-            wpath, lambda p: save_file(state, str(p), metadata={"arch": spec.arch, "id": spec.id})
-        )
+        with atomic_path(wpath) as tmp:
+            save_file(state, str(tmp), metadata={"arch": spec.arch, "id": spec.id})
         c = {f: getattr(spec, f, None) for f in CARD_FIELDS}
         c.update(metrics)
         c.update(
@@ -352,7 +342,7 @@ def train_teacher(teacher_id: str, progress: Progress | None = None, force: bool
             torch=torch.__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
-        _atomic_write(card_path(teacher_id), lambda p: p.write_text(json.dumps(c, indent=2)))
+        write_json(card_path(teacher_id), c, indent=2)
     return card(teacher_id)
 
 

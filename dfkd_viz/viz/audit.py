@@ -1,4 +1,4 @@
-"""Figures of the teacher audit (:mod:`dfkd_viz.analysis.audit`): the robustness histogram of
+"""Figures of the teacher audit (:mod:`dfkd_viz.audit`): the robustness histogram of
 BN-only synthetic samples, class histograms of both probe sets, and the per-class shortcut gains
 (Neural-Cleanse-style anomaly bars) with ABD's shuffle survival."""
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from dfkd_viz.viz.figures import _figure
+from dfkd_viz.viz._base import figure
 
 LURE = "#d97706"
 OTHER = "#2563eb"
@@ -39,7 +39,7 @@ def robustness_histogram(
             ("other classes", ~lure, OTHER),
         )
     ]
-    return _figure(
+    return figure(
         traces,
         f"Adversarial robustness of BN-only samples (ε = {epsilon:g})",
         "teacher confidence in its class after the attack",
@@ -63,7 +63,7 @@ def class_bars(
         "marker": {"color": colors},
         "hovertemplate": "class %{x}: %{y} samples<extra></extra>",
     }
-    fig = _figure([trace], title, "teacher's class", "samples", height=290, hovermode="closest")
+    fig = figure([trace], title, "teacher's class", "samples", height=290, hovermode="closest")
     if highlight is not None:
         fig.add_annotation(
             x=str(highlight), y=c[highlight], text=highlight_name, showarrow=False, yshift=12
@@ -112,7 +112,7 @@ def shortcut_gain_bars(
                 "hovertemplate": "class %{x}: %{y:.0f} % survive<extra></extra>",
             }
         )
-    fig = _figure(
+    fig = figure(
         traces,
         "Shortcut gain per class (universal perturbation of fixed L2 budget)",
         "target class",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dfkd_viz.runs.store import png_bytes
+from dfkd_viz.util.io import png_bytes
 
 _CSS = """
 <style>

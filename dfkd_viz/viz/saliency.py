@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dfkd_viz.viz.figures import _figure, _hline, _line, x_title
+from dfkd_viz.viz._base import figure, hline, line, x_title
 
 # "inferno"-like anchors (black → purple → orange → pale yellow) for attribution strength
 _HEAT = np.array(
@@ -158,9 +158,7 @@ def localisation_curve(
     d = wide.dropna(subset=["trigger_loc"]) if "trigger_loc" in wide else wide.iloc[:0]
     traces = []
     if len(d):
-        traces.append(
-            _line(d[x], 100 * d["trigger_loc"], "student", LOC_COLOR, markers=len(d) < 30)
-        )
+        traces.append(line(d[x], 100 * d["trigger_loc"], "student", LOC_COLOR, markers=len(d) < 30))
     shapes, notes = [], []
     for val, color, text in (
         (teacher, "#dc2626", "teacher"),
@@ -168,10 +166,10 @@ def localisation_curve(
         (chance, "#64748b", "chance"),
     ):
         if val is not None:
-            s, a = _hline(100 * val, color, f"{text} {100 * val:.1f} %")
+            s, a = hline(100 * val, color, f"{text} {100 * val:.1f} %")
             shapes.append(s)
             notes.append(a)
-    return _figure(
+    return figure(
         traces,
         "Trigger localisation: attribution mass inside the trigger",
         x_title(x),

@@ -1,7 +1,7 @@
 """ABD — Anti-Backdoor data-free KD (Hong, Zeng, Yu, Lyu, Jia, Zhou, ICML 2023;
 ``illidanlab/ABD:cmi/datafree/synthesis/syn_vaccine.py``, ``illidanlab/ABD:cmi/datafree/unlearn.py``).
 
-Two parts, each switchable (METHODS.md §4):
+Two parts, each switchable (``docs/methods.md``):
 
 **Shuffling Vaccine (SV)**, in the generator. A *suspect* model is the mean of the logits of
 ``n_ensemble`` teacher copies in which the input channels of the last ``n_layers`` convolutions
@@ -39,7 +39,7 @@ The student then *unlearns* δ: ``sr_weight · KL(p_T(x) ‖ p_S(x + δ))`` is a
 it answers on ``x + δ`` as the teacher does on ``x``. The student's BN running statistics are
 frozen during that forward pass (perturbed batches would otherwise shift the statistics used at
 test time — measured: that alone produced a spurious 40–60 % "ASR cut" by damaging the student).
-Changes from the reference, for the CPU: this is the simpler variant METHODS.md names instead of
+Changes from the reference, for the CPU: this is the simpler variant the paper names instead of
 ABD's I-BAU implicit hypergradient (``unlearn.py``), it targets the teacher's clean output, and δ
 is synthesised once per step rather than once per student step. The latest δ and the per-class
 success rates are saved with every snapshot (artifacts ``sr_trigger``, ``sr_class_success``).

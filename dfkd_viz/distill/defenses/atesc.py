@@ -25,7 +25,7 @@ not reachable), so every mechanism below is this project's reconstruction, expos
   best other class at ``x + δ`` (unbounded).
 - *Split* (``split``): ``quantile`` keeps the ``keep_fraction`` most fragile samples of each new batch
   (a batch-relative rule: synthetic samples are not distributed like real ID data, so a threshold
-  calibrated on real data does not transfer — MEASUREMENTS.md saw 84–97 % of synthetic samples
+  calibrated on real data does not transfer — early prototypes here saw 84–97 % of synthetic samples
   "fragile" at real-data thresholds); ``gmm`` fits a 2-component 1-D Gaussian mixture
   (``sklearn.mixture.GaussianMixture``) per batch and keeps the posterior of the low-robustness
   component > 0.5 (falls back to ``quantile`` when the two components are not separated);
@@ -41,7 +41,7 @@ not reachable), so every mechanism below is this project's reconstruction, expos
 
 Per-sample score recorded for the Decisions view: the robustness score; decision: kept = fragile.
 
-**Measured here** (README, "The NTL trap and ATEsc"; 3 seeds, 200 steps): the premise does not
+**Measured here** (``docs/results/ntl-trap.md``; 3 seeds, 200 steps): the premise does not
 carry over to synthetic samples. DFQ's are nearly all fragile and sit among real ID points in the
 teacher's feature space; the robustness score predicts on which samples the NTL teacher disagrees
 with the clean teacher inversely or not at all (AUROC 0.29–0.50, DFQ and DFAD); for DAFL it points

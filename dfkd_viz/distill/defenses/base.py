@@ -1,4 +1,4 @@
-"""The defense interface and registry (DESIGN.md §2).
+"""The defense interface and registry (``docs/extending.md``).
 
 A defense plugs into the engine's named hooks; the engine never knows which one it has:
 
@@ -17,7 +17,7 @@ parameters (validated at the boundary, shown in the app).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -114,10 +114,6 @@ class Defense:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         pass
-
-    def describe(self) -> dict[str, Any]:
-        """Name and parameters, for the run's config and the app."""
-        return {"name": self.name, **self.params.model_dump()}
 
 
 def uniform_forgetting(

@@ -7,7 +7,7 @@ never has — and rejects the synthetic samples it judges OOD (``p_OOD > thresho
 run with this defense to one without tells how much of an NTL teacher's trap comes from
 OOD-like synthetic samples at all, i.e. how much *any* per-sample split (such as ATEsc's
 robustness split, :mod:`dfkd_viz.distill.defenses.atesc`) could recover at best. On this project's
-NTL teachers the answer is "a minority" (README, "The NTL trap and ATEsc").
+NTL teachers the answer is "a minority" (``docs/results/ntl-trap.md``).
 
 Per-sample score: ``p_OOD`` in [0, 1] from the domain classifier; decision: kept = ``p_OOD ≤
 threshold``. Cost: ~2–4 s of training at setup (16,000 real 28×28 images, ``epochs`` = 2), then one

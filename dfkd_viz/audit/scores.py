@@ -26,11 +26,11 @@ defenses already use:
   Evidence beside it: the share of ``x + δ_c`` whose prediction survives channel shuffling (ABD's
   Shuffling Vaccine). An NTL teacher's OOD basin is a shortcut too (a watermark domain acts as a
   trigger): when the NTL verdict is high, the lure class is set aside before the maximum is taken.
-- **Collapse** (TA-DFKD, Liu et al. 2024): coverage (normalised entropy of the predicted classes)
+- **Collapse** (TA-DFKD, Shin & Choi 2024): coverage (normalised entropy of the predicted classes)
   and confidence of class-prior synthesis (one-hot + information entropy + BN, as DFQ/DAFL).
 
 Scores map to verdicts ``low | suspicious | high`` by the thresholds below, calibrated on the zoo
-and the extra teachers of ``benchmarks/audit_validation.py`` (README "Teacher audit").
+and the extra teachers of ``benchmarks/audit_validation.py`` (``docs/results/audit.md``).
 Everything is seeded: the same weights give the same report.
 """
 
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -53,7 +52,6 @@ from dfkd_viz.distill.defenses.abd import ShuffledEnsemble
 from dfkd_viz.distill.defenses.atesc import adversarial_robustness
 from dfkd_viz.distill.losses import BNStatsHook, balance, one_hot
 from dfkd_viz.models import Classifier, Generator, fold_bn
-from dfkd_viz.paths import home
 
 Verdict = Literal["low", "suspicious", "high"]
 Progress = Callable[[float, str], None]
@@ -494,88 +492,3 @@ def audit_model(
     )
     report(1.0, "done")
     return out
-
-
-def audits_dir():
-    """``DFKD_VIZ_HOME/audits``: one ``<weights sha256>.json`` report per audited weight set."""
-    p = home() / "audits"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def cached_report(teacher_id: str) -> AuditReport | None:
-    """The stored report of ``teacher_id``'s current weights, or None (never audited, or the
-    weights changed since)."""
-    from dfkd_viz.teachers import load_teacher
-
-    try:
-        model, _ = load_teacher(teacher_id)
-    except Exception:  # an unloadable teacher simply has no report
-        return None
-    return _read(weights_digest(model), teacher_id)
-
-
-def _read(digest: str, teacher_id: str) -> AuditReport | None:
-    path = audits_dir() / f"{digest}.json"
-    try:
-        data = json.loads(path.read_text())
-        if data.get("version") != AUDIT_VERSION:
-            return None
-        data["teacher"] = teacher_id
-        report = AuditReport.model_validate(data)
-    except (OSError, ValueError):
-        return None
-    # verdicts follow the current thresholds, not the ones of the day it was stored
-    count_gain(report.backdoor, _set_aside(report.ntl))
-    report.verdict = verdicts(report.ntl, report.backdoor, report.collapse)
-    report.suggestions = suggestions(report.verdict, report.backdoor.target, report.ntl.lure_class)
-    return report
-
-
-def audit_teacher(
-    teacher_id: str,
-    params: AuditParams | None = None,
-    progress: Progress | None = None,
-    use_cache: bool = True,
-) -> AuditReport:
-    """Audit a cached zoo or imported teacher by id; the report is stored under its weights'
-    digest, so a second audit of the same weights (also under another id) is read back.
-
-    Raises:
-        UnknownNameError: unknown teacher id. TeacherNotTrainedError: not trained yet.
-        ValueError: the architecture has no BatchNorm2d layer.
-    """
-    from dfkd_viz.teachers import load_teacher
-
-    model, card = load_teacher(teacher_id)
-    params = params or AuditParams()
-    digest = weights_digest(model)
-    if use_cache and params == AuditParams():
-        cached = _read(digest, teacher_id)
-        if cached is not None:
-            if progress:
-                progress(1.0, "read the stored report")
-            return cached
-    report = audit_model(model, teacher_id, card.get("arch", ""), params, progress)
-    if params == AuditParams():
-        path = audits_dir() / f"{digest}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(report.model_dump_json())
-        tmp.replace(path)
-    return report
-
-
-def audit_job(teacher_id: str, queue) -> None:
-    """Child-process entry of the Audit page: audits ``teacher_id`` (storing the report) and puts
-    ``("progress", fraction, message)`` tuples on ``queue``, then ``("done", digest)`` or
-    ``("error", sentence)``. A separate process keeps the page's server responsive and gives the
-    audit the machine's cores (inside the Streamlit server it ran ~4× slower)."""
-    try:
-        report = audit_teacher(
-            teacher_id,
-            progress=lambda f, m: queue.put(("progress", float(f), str(m))),
-            use_cache=False,
-        )
-        queue.put(("done", report.weights_sha256))
-    except Exception as exc:  # the page shows the sentence; nothing is stored
-        queue.put(("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__))

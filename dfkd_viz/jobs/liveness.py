@@ -1,4 +1,4 @@
-"""Process liveness for detached workers (Linux ``/proc``, with a POSIX fallback).
+"""Process liveness for detached jobs (Linux ``/proc``, with a POSIX fallback).
 
 A worker is alive when its PID exists, is not a zombie, and (when known) still has the start time
 recorded at launch — so a reused PID is not mistaken for the worker. Zombies of our own children are

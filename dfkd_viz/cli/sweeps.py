@@ -1,0 +1,190 @@
+"""The ``sweep`` and ``sweeps`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from typing import Any
+
+from dfkd_viz.cli._common import Parser, print_json
+from dfkd_viz.errors import DfkdVizError
+
+
+def _sweep_report(sweep_id: str) -> dict[str, Any]:
+    from dfkd_viz.runs.sweep import summarize, sweep_results, sweep_status
+
+    df = sweep_results(sweep_id)
+    st = sweep_status(sweep_id, df)
+    rows = df.astype(object).where(df.notna(), None).to_dict("records")
+    return {**st, "summary": summarize(df), "rows": rows}
+
+
+def _print_sweep_table(rep: dict[str, Any]) -> None:
+    summ = rep["summary"]
+    print(
+        f"sweep {rep['sweep_id']}: {rep['state']}, {rep['done']}/{rep['total']} runs finished; "
+        "student ID accuracy in % of the teacher's"
+    )
+    print(f"{'teacher':24} {'method':10} {'mean':>6} {'std':>5} {'min':>6} {'runs':>4}")
+    for c in summ["cells"]:
+        print(
+            f"{c['teacher']:24} {c['method']:10} {c['mean']:6.1f} {c['std']:5.1f} {c['min']:6.1f} {c['n']:4d}"
+        )
+    for m, v in summ["methods"].items():
+        w = v["worst"]
+        print(
+            f"{'all teachers':24} {m:10} {v['mean']:6.1f} {v['std']:5.1f} {v['min']:6.1f} {v['n']:4d}"
+            f"   worst: {w['teacher']} seed {w['seed']}"
+        )
+    if summ["best_method"]:
+        print(f"most stable (highest minimum): {summ['best_method']}")
+
+
+def cmd_sweep(args) -> int:
+    from tqdm import tqdm
+
+    from dfkd_viz.runs import sweep as sw
+
+    if args.resume:
+        sweep_id = args.resume
+        sw.load_sweep(sweep_id)
+    else:
+        if not args.teachers or not args.methods:
+            raise DfkdVizError("--teachers and --methods are required (or --resume SWEEP_ID)")
+        base = {}
+        if args.eval_every:
+            base["eval_every"] = args.eval_every
+        sweep_id = sw.create_sweep(
+            {
+                "teachers": args.teachers,
+                "methods": args.methods,
+                "seeds": args.seeds,
+                "steps": args.steps,
+                "seconds": args.seconds,
+                "threads": args.threads,
+                "embedding": args.embedding,
+                "base": base,
+            }
+        )
+    sw.start_runner(sweep_id)
+    if args.background:
+        print_json({"sweep_id": sweep_id}) if args.json else print(sweep_id)
+        return 0
+    interrupted = {"sig": 0}
+
+    def on_signal(signum, frame):
+        interrupted["sig"] = signum
+
+    old = signal.signal(signal.SIGINT, on_signal), signal.signal(signal.SIGTERM, on_signal)
+    print(f"sweep {sweep_id} started (resume it with --resume {sweep_id})", file=sys.stderr)
+    _, cells = sw.load_sweep(sweep_id)
+    bar = tqdm(total=len(cells), file=sys.stderr, unit="run", desc=sweep_id)
+    stopping = False
+    try:
+        time.sleep(1.0)
+        while True:
+            if interrupted["sig"] and not stopping:
+                stopping = True
+                bar.write("stopping the sweep (the current run checkpoints)…", file=sys.stderr)
+                sw.stop_sweep(sweep_id)
+            df = sw.sweep_results(sweep_id)
+            bar.n = int((df["status"] == "finished").sum())
+            cur = df[df["status"].isin(["queued", "running"])]
+            if len(cur):
+                c = cur.iloc[0]
+                bar.set_postfix_str(f"{c['teacher']} × {c['method']} seed {c['seed']}")
+            bar.refresh()
+            if not sw.runner_alive(sweep_id):
+                break
+            time.sleep(1.0)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+    rep = _sweep_report(sweep_id)
+    if rep.get("error"):
+        print(f"sweep {sweep_id}: the runner failed: {rep['error']}", file=sys.stderr)
+    if args.json:
+        print_json(rep)
+    else:
+        _print_sweep_table(rep)
+    if interrupted["sig"]:
+        return 128 + interrupted["sig"]
+    return 0 if rep["state"] == "finished" else 1
+
+
+def cmd_sweeps_list(args) -> int:
+    from dfkd_viz.runs.sweep import list_sweeps
+
+    items = list_sweeps()
+    if args.json:
+        print_json(items)
+        return 0
+    for s in items:
+        spec = s.get("spec") or {}
+        print(
+            f"{s['sweep_id']:28} {s['state']:9} {s.get('done', 0):>3}/{s.get('total', 0):<3} "
+            f"{','.join(spec.get('methods', []))} on {len(spec.get('teachers', []))} teachers"
+        )
+    return 0
+
+
+def cmd_sweeps_show(args) -> int:
+    rep = _sweep_report(args.sweep_id)
+    if args.json:
+        print_json(rep)
+    else:
+        _print_sweep_table(rep)
+    return 0
+
+
+def cmd_sweeps_stop(args) -> int:
+    from dfkd_viz.runs.sweep import stop_sweep, sweep_dir
+
+    sweep_dir(args.sweep_id)
+    stop_sweep(args.sweep_id, wait_s=args.wait)
+    print(
+        f"sweep {args.sweep_id} stopped; continue it with dfkd-viz sweep --resume {args.sweep_id}"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this group's sub-commands to the top-level parser."""
+    sw = sub.add_parser(
+        "sweep",
+        help="distil a grid of teachers × methods × seeds, one run after another (resumable)",
+    )
+    sw.add_argument("--teachers", nargs="+", metavar="ID")
+    sw.add_argument(
+        "--methods", nargs="+", metavar="NAME", help="methods, or METHOD+DEFENSE (dfq+ta-select)"
+    )
+    sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="K")
+    sbudget = sw.add_mutually_exclusive_group()
+    sbudget.add_argument("--steps", type=int, help="steps per run (default: each method's)")
+    sbudget.add_argument("--seconds", type=float, help="wall-clock seconds per run")
+    sw.add_argument("--threads", type=int, help="torch CPU threads per run (default: all cores)")
+    sw.add_argument("--eval-every", type=int, help="evaluate every N steps")
+    sw.add_argument(
+        "--embedding", action="store_true", help="fit each run's UMAP map (off by default)"
+    )
+    sw.add_argument("--resume", metavar="SWEEP_ID", help="continue a stopped sweep")
+    sw.add_argument("--json", action="store_true", help="print the results as one JSON line")
+    sw.add_argument("--background", action="store_true", help="return at once, print the id")
+    sw.set_defaults(func=cmd_sweep)
+
+    sws = sub.add_parser("sweeps", help="the sweeps")
+    swsub = sws.add_subparsers(dest="sweeps_command", required=True, parser_class=Parser)
+    swl = swsub.add_parser("list")
+    swl.add_argument("--json", action="store_true")
+    swl.set_defaults(func=cmd_sweeps_list)
+    sws_show = swsub.add_parser("show")
+    sws_show.add_argument("sweep_id")
+    sws_show.add_argument("--json", action="store_true")
+    sws_show.set_defaults(func=cmd_sweeps_show)
+    sws_stop = swsub.add_parser("stop")
+    sws_stop.add_argument("sweep_id")
+    sws_stop.add_argument("--wait", type=float, default=30.0)
+    sws_stop.set_defaults(func=cmd_sweeps_stop)
