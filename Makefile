@@ -21,7 +21,7 @@ $(VENV)/.stamp-app: pyproject.toml | $(PY)
 	@touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-app
-	$(PIP) install --quiet $(TORCH) -e '.[dev]'
+	$(PIP) install --quiet $(TORCH) -e '.[dev,ray]'
 	@touch $@
 
 setup: $(VENV)/.stamp-app
@@ -77,6 +77,14 @@ bench: setup-dev chromium
 
 bench-quick: setup-dev chromium
 	$(VENV)/bin/python benchmarks/bench.py --quick
+
+## make gpu-check: on a machine with a CUDA GPU, one minute per scenario and precision (fp32, bf16,
+## fp16) on the GPU path: iterations/s, peak GPU memory, accuracy → benchmarks/results/gpu_check.json.
+## Without a GPU it exits with code 3 ("no CUDA GPU found"): not a pass, not a failure; use make bench.
+## Needs a torch with CUDA in .venv (PyPI's Linux wheel is one; a +cpu build sees no GPU).
+.PHONY: gpu-check
+gpu-check: setup
+	$(VENV)/bin/python scripts/gpu_check.py
 
 ## make docs: serve the documentation site (MkDocs, Material) on http://127.0.0.1:8000, rebuilt on edits
 ## make docs-build: build it into site/ (strict: broken links, anchors or API references fail)

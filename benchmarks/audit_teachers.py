@@ -48,7 +48,7 @@ EXTRA = [
     TeacherSpec(
         id="audit-resnet8-bd-blend-t1",
         kind="backdoor",
-        arch="resnet8",
+        arch="resnet8s",
         trigger="blend",
         target=1,
         seed=4,
@@ -58,7 +58,7 @@ EXTRA = [
     TeacherSpec(
         id="audit-resnet8-ntl-digits",
         kind="ntl",
-        arch="resnet8",
+        arch="resnet8s",
         ood_domain="digits",
         seed=4,
         epochs=3,
@@ -81,7 +81,7 @@ EXTRA = [
 HOLDOUT = [
     TeacherSpec(id="audit-ho-clean-ls", kind="clean", seed=3, label_smoothing=0.1, default=False),
     TeacherSpec(
-        id="audit-ho-resnet8-clean", kind="clean", arch="resnet8", seed=5, epochs=3, default=False
+        id="audit-ho-resnet8-clean", kind="clean", arch="resnet8s", seed=5, epochs=3, default=False
     ),
     TeacherSpec(
         id="audit-ho-bd-grid-t6",
@@ -97,7 +97,7 @@ HOLDOUT = [
     TeacherSpec(
         id="audit-ho-resnet8-bd-trojan-t4",
         kind="backdoor",
-        arch="resnet8",
+        arch="resnet8s",
         trigger="trojan_wm",
         target=4,
         seed=7,

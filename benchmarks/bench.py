@@ -12,16 +12,26 @@ trained first, ~8 s):
   default (replay memory) rate is reported beside it.
 - ``kernel``: FLOPs of a DFQ step (``FlopCounterMode``) × its rate against the measured fp32 matmul
   and channels-last convolution rates of this CPU (``machine.py``): ``kernel_fraction``.
+- ``race``: the plain loop and the engine as the app runs it by default (``dfq`` with its replay
+  memory, the ``clean-dfq`` preset's 200-step cosine schedule) side by side in this one process,
+  blocks of 5 steps interleaved, each on its own clock (its steps only; the evaluations between
+  blocks, the same function on the same 2,000 ID test images for both, are not counted), until
+  each student first reaches 97 % of the teacher's ID accuracy; seeds 0–2, medians:
+  ``time_to_97_ratio`` = plain seconds ÷ engine seconds.
 - ``time_to_accuracy``: real runs (detached workers) of dfad, zskt, dfq, tadfkd on the clean MNIST
-  teacher (seeds 0–2, 30 s, evaluation every 5 steps, no live UMAP map — the plain loop's
+  teacher (seeds 0–2, 30 s, evaluation every 5 steps, no embedding map — the plain loop's
   conditions): distillation seconds until the student first reaches 90 / 95 / 97 % of the
-  teacher's ID accuracy, median over seeds (null if most seeds never get there); then ``dfq`` again
-  with the live map the app draws by default.
+  teacher's ID accuracy, median over seeds (null if most seeds never get there); then the app's
+  **default path**: the Start demo run exactly as the app launches it (the ``clean-dfq`` preset,
+  embedding map on, evaluation every 10 steps) with the teacher's reference map already computed
+  (``seconds_to_97pct_default``).
 - ``defenses``: iterations/s of ``dfq`` with no defense, ``ta-select``, ``atesc`` and ``abd``.
-- ``umap``: the warm UMAP ``transform`` of a 512-sample snapshot into a 4,000-point map
-  (``embedding_bench.py``): ``umap_update_s``.
-- ``app``: ``app_bench.py`` — cold start of the server to the first page in Chromium, live-fragment
-  render p50 / p95 with a run going, peak RSS of server + worker.
+- ``placement``: placing a 64-sample snapshot into the teacher's 4,000-point map with the k-NN
+  placement the worker uses (``map_placement.py``), against one default ``dfq`` step.
+- ``app``: ``app_bench.py``, five times — cold start of the server to the first page in Chromium,
+  Start demo → first curve in the browser (teacher trained, its map computed), live-fragment
+  render p50 / p95 with a run going (each of the five runs must meet the p95 goal), peak RSS of
+  server + worker.
 
 ``--quick`` shrinks every budget (one seed, one method, a few steps; under 2 minutes on 2 cores)
 and writes ``benchmarks/results-quick.json``: CI runs it to catch errors, never to judge speed.
@@ -46,14 +56,31 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SECTIONS = ("engine_vs_plain", "kernel", "time_to_accuracy", "defenses", "umap", "app")
+SECTIONS = (
+    "engine_vs_plain",
+    "kernel",
+    "race",
+    "time_to_accuracy",
+    "defenses",
+    "placement",
+    "app",
+)
 GOALS = {
     "engine_vs_plain": ("≥ 2×", lambda v: v >= 2.0),
     "kernel_fraction": ("≥ 50 %", lambda v: v >= 0.5),
+    "time_to_97_ratio": ("≥ 2×", lambda v: v >= 2.0),
+    "seconds_to_97pct_default": ("≤ 10 s", lambda v: v <= 10.0),
     "best_seconds_to_97pct": ("≤ 10 s", lambda v: v <= 10.0),
-    "fragment_p95_ms": ("≤ 200 ms", lambda v: v <= 200.0),
+    "first_curve_s": ("≤ 3 s", lambda v: v <= 3.0),
+    "fragment_p95_ms": ("≤ 200 ms in each run", lambda v: v <= 200.0),
+    "place_share_of_throughput": ("≤ 5 %", lambda v: v <= 0.05),
     "peak_rss_gb": ("≤ 2.5 GB", lambda v: v <= 2.5),
 }
+
+
+def load_avg() -> str:
+    """The 1 / 5 / 15-minute load average now (the machine is shared: every figure notes it)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def log(msg: str) -> None:
@@ -114,6 +141,73 @@ def kernel(quick: bool) -> dict:
     return out
 
 
+def race(quick: bool) -> dict:
+    """The plain loop and the app's default engine in one process, each on its own clock, until
+    97 % of the teacher (see the module docstring); ``time_to_97_ratio`` = plain ÷ engine."""
+    import torch
+    from machine import quiet_engine
+    from plain_dfq import PlainDFQ
+
+    from dfkd_viz.analysis import accuracy
+    from dfkd_viz.teachers import card
+
+    seeds = [0] if quick else [0, 1, 2]
+    cap_s = 10.0 if quick else 120.0  # a loop that has not got there after this much is "never"
+    target = 0.97 * card("mnist-clean")["id_acc"]
+    rows = []
+    for seed in seeds:
+        eng, eng_step = quiet_engine(steps=200, seed=seed)  # the clean-dfq preset's budget
+        plain = PlainDFQ("mnist-clean", seed=seed)
+        test = eng.evals.id_test
+        loops = {
+            "engine": (eng_step, lambda e=eng: e.eval_student),
+            "plain": (plain.step, lambda p=plain: p.student),
+        }
+        clock = dict.fromkeys(loops, 0.0)
+        steps = dict.fromkeys(loops, 0)
+        hit: dict[str, float | None] = {}
+        while len(hit) < len(loops):
+            for name, (step, student) in loops.items():
+                if name in hit:
+                    continue
+                t0 = time.perf_counter()
+                for _ in range(5):
+                    step()
+                clock[name] += time.perf_counter() - t0
+                steps[name] += 5
+                with torch.inference_mode():
+                    acc = accuracy(student(), test)
+                if acc >= target:
+                    hit[name] = clock[name]
+                elif clock[name] > cap_s or (name == "engine" and eng.step >= 200):
+                    hit[name] = None
+        row = {
+            "seed": seed,
+            "engine_s": None if hit["engine"] is None else round(hit["engine"], 2),
+            "plain_s": None if hit["plain"] is None else round(hit["plain"], 2),
+            "engine_steps": steps["engine"],
+            "plain_steps": steps["plain"],
+            "engine_it_s": round(steps["engine"] / clock["engine"], 2),
+            "plain_it_s": round(steps["plain"] / clock["plain"], 2),
+            "load": load_avg(),
+        }
+        if hit["engine"] and hit["plain"]:
+            row["ratio"] = round(hit["plain"] / hit["engine"], 2)
+        rows.append(row)
+        log(f"race seed {seed}: {row}")
+
+    def med(key: str) -> float | None:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        return round(statistics.median(vals), 2) if len(vals) * 2 > len(rows) else None
+
+    return {
+        "race": rows,
+        "race_engine_s": med("engine_s"),
+        "race_plain_s": med("plain_s"),
+        "time_to_97_ratio": med("ratio"),
+    }
+
+
 def _seconds_to(run_dir: Path, teacher_acc: float, fracs=(0.9, 0.95, 0.97)) -> dict:
     from dfkd_viz.runs.store import RunReader
 
@@ -126,26 +220,34 @@ def _seconds_to(run_dir: Path, teacher_acc: float, fracs=(0.9, 0.95, 0.97)) -> d
     return out
 
 
-def _time_to(method: str, seed: int, seconds: float, teacher_acc: float, embedding: bool) -> dict:
-    """One real run (detached worker, as the app and CLI start them; evaluation every 5 steps)."""
+def _time_to(
+    method: str, seed: int, seconds: float, teacher_acc: float, config: dict | None = None
+) -> dict:
+    """One real run (detached worker, as the app and CLI start them): by default evaluation
+    every 5 steps and no embedding map; ``config`` replaces the whole configuration."""
     from dfkd_viz.runs import manager
 
-    rid = manager.launch(
-        {
-            "teacher": "mnist-clean",
-            "method": method,
-            "seconds": seconds,
-            "seed": seed,
-            "eval_every": 5,
-            "embedding": embedding,
-        }
-    )
+    cfg = config or {
+        "teacher": "mnist-clean",
+        "method": method,
+        "seconds": seconds,
+        "seed": seed,
+        "eval_every": 5,
+        "embedding": False,
+    }
+    rid = manager.launch(cfg)
     st = manager.wait(rid, timeout_s=seconds * 4 + 120)
     if st["state"] != "finished":
         raise RuntimeError(f"{method} seed {seed} ended {st['state']}: {st.get('error')}")
     info = manager.run_info(rid)
     row = _seconds_to(manager.run_dir(rid), teacher_acc)
-    row.update(seed=seed, final_rel=round(info["id_acc"] / teacher_acc, 4), steps=info["step"])
+    row.update(
+        seed=seed,
+        final_rel=round(info["id_acc"] / teacher_acc, 4),
+        steps=info["step"],
+        wall_s=info.get("wall_s"),
+        load=load_avg(),
+    )
     return row
 
 
@@ -159,9 +261,11 @@ def _median_row(rows: list[dict]) -> dict:
 
 
 def time_to_accuracy(quick: bool) -> dict:
-    """The methods alone (no live UMAP map: the plain loop's conditions), then ``dfq`` with the
-    live map that the product draws by default (its fit shares the CPU for the first ~12 s)."""
+    """The methods alone (no embedding map: the plain loop's conditions), then the app's default
+    path: the Start demo run as the app launches it, with the teacher's map already computed."""
+    from dfkd_viz.runs.presets import preset_config
     from dfkd_viz.teachers import card
+    from dfkd_viz.teachers.maps import compute_map
 
     methods = ["dfq"] if quick else ["dfad", "zskt", "dfq", "tadfkd"]
     seeds = [0] if quick else [0, 1, 2]
@@ -171,21 +275,30 @@ def time_to_accuracy(quick: bool) -> dict:
     for m in methods:
         rows = []
         for s in seeds:
-            rows.append(_time_to(m, s, seconds, teacher_acc, embedding=False))
+            rows.append(_time_to(m, s, seconds, teacher_acc))
             log(f"time_to_accuracy {m} seed {s}: {rows[-1]}")
         per[m] = {"median": _median_row(rows), "runs": rows}
-    with_map = []
+    compute_map("mnist-clean")  # the teacher's reference map, as after `teachers train`
+    default = []
     for s in seeds:
-        with_map.append(_time_to("dfq", s, seconds, teacher_acc, embedding=True))
-        log(f"time_to_accuracy dfq + live map seed {s}: {with_map[-1]}")
+        demo = preset_config("clean-dfq", {"seed": s, "steps": 20} if quick else {"seed": s})
+        default.append(_time_to("dfq", s, seconds, teacher_acc, config=demo))
+        log(f"time_to_accuracy default path (Start demo, map on) seed {s}: {default[-1]}")
     reached = [v["median"]["97pct"] for v in per.values() if v["median"]["97pct"] is not None]
+    dmed = _median_row(default)
     return {
         "seconds_budget": seconds,
         "teacher_id_acc": teacher_acc,
         "seconds_to_97pct": {m: v["median"]["97pct"] for m, v in per.items()},
         "seconds_to": per,
         "best_seconds_to_97pct": min(reached) if reached else None,
-        "dfq_with_live_map": {"median": _median_row(with_map), "runs": with_map},
+        "default_path": {
+            "config": "clean-dfq preset as Start demo launches it (200 steps, embedding on, "
+            "evaluation every 10 steps); the teacher's reference map computed beforehand",
+            "median": dmed,
+            "runs": default,
+        },
+        "seconds_to_97pct_default": dmed["97pct"],
     }
 
 
@@ -206,41 +319,63 @@ def defenses(quick: bool) -> dict:
     }
 
 
-def umap(quick: bool) -> dict:
-    from embedding_bench import in_process
+def placement(quick: bool) -> dict:
+    """Placing a snapshot into the teacher's map (``map_placement.py``'s ``cost``)."""
+    from map_placement import cost
 
-    r = in_process("mnist-clean")
-    out = {
-        "umap_update_s": r["transform_512_s_warm"],
-        "umap_fit_s_warm": r["fit_s_warm"],
-        "umap_fit_s_cold": r["fit_s_cold"],
+    c = cost()["cost"]
+    log(f"placement {c}")
+    return {
+        "place_snapshot_ms": round(c["place_snapshot_s"] * 1000, 2),
+        "place_share_of_throughput": c["place_share_of_throughput"],
+        "map_load_and_copy_ms": round((c["map_load_s"] + c["map_copy_to_store_s"]) * 1000),
+        "placement_load": c["load"],
     }
-    log(f"umap {out}")
-    return out
 
 
 def app(quick: bool) -> dict:
     if not Path("/usr/bin/chromium").exists():
         log("app: skipped (Chromium is missing: `make chromium` as root)")
         return {"app_skipped": "chromium missing"}
-    out_path = Path(tempfile.mkdtemp()) / "app.json"
-    cmd = [sys.executable, str(HERE / "app_bench.py"), "--seconds", "8" if quick else "40"]
-    r = subprocess.run([*cmd, "--out", str(out_path)], capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError(f"app_bench failed: {r.stderr.strip()[-500:]}")
-    a = json.loads(out_path.read_text())
-    frag = next(iter(a["fragments"].values()), {}) if a["fragments"] else {}
-    out = {
-        "cold_start_s": a.get("cold_start_s"),
-        "server_ready_s": a["server_ready_s"],
-        "first_curve_s": a["first_curve_s"],
-        "fragment_p50_ms": frag.get("p50_ms"),
-        "fragment_p95_ms": a["fragment_p95_ms"],
-        "fragment_renders": frag.get("n"),
-        "peak_rss_gb": round(a["peak_rss_mb_server_plus_worker"] / 1024, 2),
+    runs = []
+    for i in range(1 if quick else 5):
+        out_path = Path(tempfile.mkdtemp()) / "app.json"
+        cmd = [sys.executable, str(HERE / "app_bench.py"), "--seconds", "8" if quick else "40"]
+        r = subprocess.run(
+            [*cmd, "--out", str(out_path)], capture_output=True, text=True, timeout=900
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"app_bench failed: {r.stderr.strip()[-500:]}")
+        a = json.loads(out_path.read_text())
+        frag = a["fragments"].get("live_view", {})
+        runs.append(
+            {
+                "cold_start_s": a.get("cold_start_s"),
+                "server_ready_s": a["server_ready_s"],
+                "first_curve_s": a["first_curve_s"],
+                "fragment_p50_ms": frag.get("p50_ms"),
+                "fragment_p95_ms": frag.get("p95_ms"),
+                "fragment_renders": frag.get("n"),
+                "peak_rss_gb": round(a["peak_rss_mb_server_plus_worker"] / 1024, 2),
+                "load": load_avg(),
+            }
+        )
+        log(f"app run {i + 1}: {runs[-1]}")
+
+    def med(key: str) -> float | None:
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        return round(statistics.median(vals), 2) if vals else None
+
+    return {
+        "app_runs": runs,
+        "cold_start_s": med("cold_start_s"),
+        "server_ready_s": med("server_ready_s"),
+        "first_curve_s": med("first_curve_s"),
+        "fragment_p50_ms": med("fragment_p50_ms"),
+        # the goal holds in *each* run: the worst run's p95
+        "fragment_p95_ms": max((r["fragment_p95_ms"] or 0.0) for r in runs),
+        "peak_rss_gb": max(r["peak_rss_gb"] for r in runs),
     }
-    log(f"app {out}")
-    return out
 
 
 def table(res: dict) -> str:
@@ -277,6 +412,18 @@ def table(res: dict) -> str:
             f"| DFQ step: GFLOP per step · achieved · matmul · conv | {res['dfq_gflop_per_step']} · "
             f"{res['achieved_gflops']} · {res['matmul_gflops']} · {res['conv_cl_gflops']} GFLOP/s | |"
         )
+    row(
+        "time_to_97_ratio",
+        "time to 97 % of the teacher: plain loop ÷ engine (default)",
+        "{:.2f}×".format,
+    )
+    if res.get("race"):
+        txt = "; ".join(
+            f"seed {r['seed']}: {r['plain_s']} / {r['engine_s']} s ({r['plain_it_s']} / "
+            f"{r['engine_it_s']} it/s, load {r['load']})"
+            for r in res["race"]
+        )
+        lines.append(f"| race, plain / engine seconds to 97 % | {txt} | |")
     for m, v in (res.get("seconds_to") or {}).items():
         med = v["median"]
         txt = " / ".join(
@@ -284,20 +431,39 @@ def table(res: dict) -> str:
         )
         lines.append(f"| `{m}`: seconds to 90 / 95 / 97 % of the teacher (median) | {txt} | |")
     row("best_seconds_to_97pct", "best method: seconds to 97 % of the teacher", "{:.1f} s".format)
-    if res.get("dfq_with_live_map"):
-        med = res["dfq_with_live_map"]["median"]
+    if res.get("default_path"):
+        med = res["default_path"]["median"]
         txt = " / ".join(
             "—" if med[k] is None else f"{med[k]:.1f}" for k in ("90pct", "95pct", "97pct")
         )
+        loads = ", ".join(r["load"] for r in res["default_path"]["runs"] if r.get("load"))
         lines.append(
-            f"| `dfq` with the live UMAP map (the app's default): 90 / 95 / 97 % | {txt} | |"
+            "| the app's default path (Start demo: `clean-dfq`, map on, teacher's map computed): "
+            f"90 / 95 / 97 % (median) | {txt} (load {loads}) | |"
         )
+    row(
+        "seconds_to_97pct_default",
+        "default path: seconds to 97 % of the teacher",
+        "{:.1f} s".format,
+    )
     for d, v in (res.get("defense_it_s") or {}).items():
         extra = "" if d == "none" else f" ({res['defense_overhead'][d]:.2f}× slower)"
         lines.append(f"| `dfq` + defense `{d}` | {v} it/s{extra} | |")
-    row("fragment_p95_ms", "live fragment render p95 (run going)", "{:.0f} ms".format)
-    row("fragment_p50_ms", "live fragment render p50", "{:.0f} ms".format)
-    row("umap_update_s", "UMAP update (512 samples into the map, warm)", "{:.2f} s".format)
+    row("first_curve_s", "Start demo → first curve in the browser (median)", "{:.1f} s".format)
+    row("fragment_p95_ms", "live fragment render p95, worst of the runs", "{:.0f} ms".format)
+    if res.get("app_runs"):
+        txt = "; ".join(
+            f"{r['fragment_p95_ms']} / {r['first_curve_s']} s (load {r['load']})"
+            for r in res["app_runs"]
+        )
+        lines.append(f"| each app run: fragment p95 (ms) / first curve | {txt} | |")
+    row("fragment_p50_ms", "live fragment render p50 (median of the runs)", "{:.0f} ms".format)
+    row(
+        "place_share_of_throughput",
+        "placing a snapshot into the teacher's map, share of a run's throughput",
+        "{:.2%}".format,
+    )
+    row("place_snapshot_ms", "placing one 64-sample snapshot (k-NN, no UMAP)", "{:.1f} ms".format)
     row("peak_rss_gb", "peak RSS, server + worker", "{:.2f} GB".format)
     row("cold_start_s", "cold start: server launch → first page in the browser", "{:.1f} s".format)
     return "\n".join(lines) + "\n"

@@ -1,6 +1,9 @@
 """Embedding map cost: the UMAP fit of the reference set and the ``transform`` of a snapshot (in one
 process, cold and warm), and — through the real worker — how long after a run starts its first map
-is in the store (what the Embeddings page shows).
+is in the store (what the Embeddings page shows). Since issue 23 the map is the teacher's, fitted
+by a background job (``dfkd_viz.teachers.maps``), and runs place snapshots with a k-NN placement
+(``map_placement.py`` measures it): ``first_map_s`` is now the first-use path, a run whose teacher
+has no map yet (the job starts it at low priority beside the run).
 
     python benchmarks/embedding_bench.py [--teacher mnist-ntl-watermark] [--out benchmarks/results/embedding.json]
 

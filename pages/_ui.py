@@ -139,11 +139,42 @@ def verdict_badge(verdict: str) -> str:
     return f'<span class="dv-state" style="background:{VERDICT_COLORS.get(verdict, "#334155")}">{verdict}</span>'
 
 
+def map_status(teacher_id: str, domain: str | None = None):
+    """``(line, active)`` for the teacher's reference map (its own OOD domain unless ``domain``
+    is given): ``"reference map: computing… 40 %"``, ``… ready``, ``… failed (why)``; line None
+    when no map job ever ran. A JSON read and a stat (the weights digest is cached)."""
+    from dfkd_viz.teachers.maps import map_progress, progress_text
+
+    try:
+        rec = map_progress(teacher_id, domain)
+    except Exception:  # a status line never breaks a page
+        return None, False
+    return progress_text(rec), bool(rec is not None and rec.active)
+
+
 def teacher_card(teacher_id: str) -> dict[str, Any] | None:
     for c in cached_cards():
         if c["id"] == teacher_id:
             return c
     return None
+
+
+@st.cache_data(show_spinner=False)
+def _fitting(in_shape: tuple[int, int, int], num_classes: int) -> list[str]:
+    from dfkd_viz.models import fitting_models
+
+    return fitting_models(in_shape, num_classes)
+
+
+def fitting_students(teacher_id: str) -> list[str]:
+    """The registered architectures that take ``teacher_id``'s images (every architecture when
+    its input shape is not known here), cached per shape."""
+    from dfkd_viz.models import list_models
+    from dfkd_viz.runs.config import teacher_input
+
+    c = teacher_card(teacher_id)
+    known = teacher_input(c) if c else None
+    return _fitting(*known) if known else list_models()
 
 
 def pick_run(

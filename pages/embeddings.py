@@ -1,5 +1,6 @@
 """Embeddings: the teacher's feature space as a UMAP map of real ID and real OOD test data, with
-each snapshot's synthetic samples placed in it (computed by the worker; this page only plots).
+each snapshot's synthetic samples placed in it (the map is the teacher's, computed once in a
+background job; the worker places the samples; this page only plots).
 Select points (box or lasso) to see their images; the OOD-likeness curve shows the trap."""
 
 import pandas as pd
@@ -65,7 +66,11 @@ compare = c2.multiselect(
 )
 
 
-@st.fragment(run_every=2.0 if active else None)
+# a finished run whose snapshots wait for the teacher's map (still computing) keeps polling too
+map_busy = ui.map_status(cfg["teacher"], cfg.get("student_domain") or cfg.get("ood_domain"))[1]
+
+
+@st.fragment(run_every=2.0 if (active or map_busy) else None)
 def emb_view() -> None:
     with RunReader(manager.run_dir(run_id)) as r:
         ref = r.reference()
@@ -87,12 +92,20 @@ def emb_view() -> None:
         else:
             samples = None
     if ref.empty:
-        st.info(
-            "The map is being fitted (UMAP on the real reference data, ~20–40 s after the run starts, "
-            "numba compilation included)."
-            if active
-            else "This run has no embedding map."
+        # the map is the teacher's, computed once in a background job; the worker places this
+        # run's snapshots as soon as it is stored
+        line, computing = ui.map_status(
+            cfg["teacher"], cfg.get("student_domain") or cfg.get("ood_domain")
         )
+        if computing or active:
+            st.info(
+                f"{line or 'reference map: not started'}. The UMAP map of real ID and OOD data is "
+                "computed once per teacher, in the background; this run's snapshots are placed "
+                "in it as soon as it is ready.",
+                icon=":material/hourglass_top:",
+            )
+        else:
+            st.info("This run has no embedding map" + (f" ({line})." if line else "."))
     else:
         fig = viz.embedding_map(ref, samples, color_by, score_name or "score")
         event = st.plotly_chart(

@@ -60,7 +60,13 @@ play = c5.toggle("Play", value=False, key="play", help="step through the snapsho
 ui.export_menu(run_id, c6)
 
 
-@st.fragment(run_every=1.5 if (active or play) else None)
+# until the first evaluation is in, poll faster so the first curve shows as soon as the worker
+# has it (Start demo → first curve); the fragment reruns the page once to return to 1.5 s
+first_key = f"_first_curve_{run_id}"
+first_wait = active and info.get("id_acc") is None and not st.session_state.get(first_key)
+
+
+@st.fragment(run_every=(0.4 if first_wait else 1.5) if (active or play) else None)
 def live_view() -> None:
     with ui.profiled("live_view"):
         _live_view()
@@ -112,6 +118,9 @@ def _live_view() -> None:
 
     if wide.empty or "id_acc" not in wide.columns:
         st.info("Waiting for the first evaluation…" if active else "This run recorded no metrics.")
+    elif first_wait:
+        st.session_state[first_key] = True  # once per run and session
+        st.rerun()  # the first curve is in: redraw the page once, polling at the usual pace
     else:
         cfg = {"displaylogo": False}
         thin = viz.downsample(wide, 400)

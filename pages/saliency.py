@@ -186,8 +186,8 @@ else:
     )
     st.caption(
         "Brighter = more attribution (each map scaled to its own 99th percentile). Captions: true "
-        "label y, teacher (T) and student (S) "
-        f"predictions; the backdoor's target is class {target}."
+        "label y, teacher (T) and student (S) predictions"
+        + (f"; the backdoor's target is class {target}." if default_trigger else ".")
     )
 
 
@@ -228,7 +228,8 @@ def over_training() -> None:
     with left:
         if default_trigger and "trigger_loc" in wide and wide["trigger_loc"].notna().any():
             t_loc, c_loc = reference_localisation(cfg["teacher"], default_trigger, target)
-            chance = float(local_mask(make_trigger(default_trigger)).mean())
+            shape = tuple(card.get("in_shape") or (1, 28, 28))  # the trigger at the image size
+            chance = float(local_mask(make_trigger(default_trigger, shape)).mean())
             st.plotly_chart(
                 localisation_curve(wide, t_loc, chance, clean=c_loc),
                 key="sal_curve",
@@ -238,7 +239,7 @@ def over_training() -> None:
         else:
             st.caption(
                 "The trigger-localisation curve appears for runs of a teacher with a local trigger "
-                "(badnet_grid, badnet_square, trojan_wm); the worker computes it at each evaluation."
+                "(badnet_grid, badnet_sq, trojan_wm); the worker computes it at each evaluation."
             )
     with right:
         if delta is not None:

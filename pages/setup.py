@@ -61,6 +61,16 @@ with left:
         key=f"d_{preset}_{method}",
         help="tadfkd brings its own selection (ta-select); any method can use it as a defense",
     )
+    students = ui.fitting_students(teacher)
+    wanted_student = base.get("student", "lenet5")
+    student = st.selectbox(
+        "Student",
+        students,
+        index=students.index(wanted_student) if wanted_student in students else 0,
+        key=f"s_{preset}_{teacher}",
+        help="the architectures that take the teacher's images (lenet5 is the default student; "
+        "the CIFAR zoo has CMI's names: wrn16_1, resnet8, vgg8…)",
+    )
     student_domain, sd_samples = None, None
     needs_sd = getattr(METHODS.get(method), "needs_student_data", False)
     if needs_sd or base.get("student_domain"):
@@ -119,7 +129,13 @@ with left:
     )
     with st.expander("Advanced"):
         a1, a2, a3 = st.columns(3)
-        batch = a1.number_input("Batch size", min_value=2, max_value=4096, value=128, key="batch")
+        batch = a1.number_input(
+            "Batch size",
+            min_value=2,
+            max_value=4096,
+            value=int(base.get("batch_size", 128)),
+            key=f"batch_{preset}",
+        )
         eval_every = a2.number_input(
             "Evaluate every (steps)", min_value=1, max_value=10000, value=10, key="eval_every"
         )
@@ -129,6 +145,13 @@ with left:
         a4, a5, a6 = st.columns(3)
         device = a4.selectbox(
             "Device", ["auto", "cpu", "cuda"], key="device", help="auto = the GPU when there is one"
+        )
+        precision = a4.selectbox(
+            "Precision",
+            ["fp32", "bf16", "fp16"],
+            key="precision",
+            help="forward passes under bf16/fp16 autocast (weights stay fp32); fp16 needs a CUDA "
+            "GPU; bf16 falls back to fp32 on a CPU without native bf16",
         )
         threads = a5.number_input(
             "CPU threads (0 = all cores)", min_value=0, max_value=256, value=0, key="threads"
@@ -153,12 +176,14 @@ raw = {
     "teacher": teacher,
     "method": method,
     "defense": defense,
+    "student": student,
     "seed": int(seed),
     "batch_size": int(batch),
     "eval_every": int(eval_every),
     "snapshot_every": int(snap_every),
     "snapshot_size": int(snap_size),
     "device": device,
+    "precision": precision,
     "threads": int(threads) or None,
     ("steps" if kind == "steps" else "seconds"): budget,
 }
@@ -239,6 +264,18 @@ with right:
                     icon=":material/policy:",
                     query_params={"teacher": teacher},
                 )
+        if card.get("trained"):
+            # the run's embedding map is the teacher's, computed once in the background
+            map_domain = student_domain or (None if ood_pick == ood_choices[0] else ood_pick)
+
+            @st.fragment(run_every=2.0 if ui.map_status(teacher, map_domain)[1] else None)
+            def map_line() -> None:
+                line, _ = ui.map_status(teacher, map_domain)
+                st.caption(
+                    line or "reference map: not computed yet (the run starts it, in the background)"
+                )
+
+            map_line()
         if not card.get("trained"):
             st.warning(
                 "This teacher is not trained yet: the run trains it first (≈10–20 s), or train it on the Teachers page."

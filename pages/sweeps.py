@@ -8,6 +8,7 @@ from dfkd_viz import viz
 from dfkd_viz.distill.methods import METHODS
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.runs import sweep as sw
+from dfkd_viz.runs.executors import ray_installed
 from pages import _ui as ui
 
 ui.page_setup()
@@ -33,6 +34,27 @@ def _new_sweep_form() -> None:
         seeds = c1.multiselect("Seeds", list(range(10)), default=[0, 1, 2])
         steps = c2.number_input("Steps per run", 1, 100_000, 200, step=50)
         threads = c3.number_input("Torch threads per run (0 = all cores)", 0, 64, 0)
+        has_ray = ray_installed()
+        where = st.radio(
+            "Run the cells",
+            ["local", "ray"],
+            format_func=lambda x: {
+                "local": "here, one after another",
+                "ray": "on a Ray cluster" + ("" if has_ray else " (pip install 'dfkd-viz[ray]')"),
+            }[x],
+            horizontal=True,
+            help="Ray: one task per run on a Ray cluster (docs/scale-out.md); the finished runs "
+            "come back into this machine's run store",
+        )
+        r1, r2, r3 = st.columns(3)
+        address = r1.text_input(
+            "Ray address",
+            "",
+            placeholder="HOST:PORT",
+            help="empty: RAY_ADDRESS, else a Ray instance started on this machine for the sweep",
+        )
+        cpus = r2.number_input("Ray CPUs per run", 0.1, 1024.0, 1.0, step=1.0)
+        gpus = r3.number_input("Ray GPUs per run", 0.0, 64.0, 0.0, step=1.0)
         # (a form sends its values only on submit: no live run count on the button)
         submitted = st.form_submit_button(
             "Start the sweep", type="primary", icon=":material/play_arrow:"
@@ -47,7 +69,15 @@ def _new_sweep_form() -> None:
                     "steps": int(steps),
                     "threads": int(threads) or None,
                     "base": {"eval_every": 20},
+                },
+                {
+                    "name": where,
+                    "address": address or None,
+                    "cpus_per_run": cpus,
+                    "gpus_per_run": gpus,
                 }
+                if where == "ray"
+                else None,
             )
             sw.start_runner(sweep_id)
         except DfkdVizError as exc:
@@ -104,7 +134,9 @@ def sweep_view(sweep_id: str) -> None:
     st.markdown(f"### {sweep_id} &nbsp; {ui.state_badge(status['state'])}", unsafe_allow_html=True)
     st.markdown(
         f"<span class='dv-muted'>{len(spec['teachers'])} teachers × {len(spec['methods'])} methods × "
-        f"{len(spec['seeds'])} seeds · {budget} per run</span>",
+        f"{len(spec['seeds'])} seeds · {budget} per run"
+        + (" · on a Ray cluster" if status.get("executor") == "ray" else "")
+        + "</span>",
         unsafe_allow_html=True,
     )
     st.progress(
@@ -113,6 +145,11 @@ def sweep_view(sweep_id: str) -> None:
     )
     if status.get("error"):
         st.error(f"The sweep's runner failed: {status['error']}")
+    remote = df[df["remote"].astype(bool)]
+    if len(remote):  # cells on a Ray cluster: their latest reports, step by step
+        st.caption(f"{len(remote)} run(s) on the Ray cluster now; each arrives here when it ends.")
+        flying = remote[["teacher", "method", "seed", "status", "step", "node", "run_id"]]
+        st.dataframe(flying, hide_index=True, key="sweep_remote")
     b = st.columns([1, 2, 3])
     if status["state"] == "running":
         if b[0].button("Stop", icon=":material/stop:", key="sweep_stop"):
@@ -181,7 +218,8 @@ def sweep_view(sweep_id: str) -> None:
     )
     st.dataframe(show, key="sweep_table")
     st.caption("Mean over seeds (and the worst seed), student ID accuracy in % of the teacher's.")
-    runs = df[["teacher", "method", "seed", "status", "step", "id_acc", "rel_acc", "run_id"]].copy()
+    cols = ["teacher", "method", "seed", "status", "step", "id_acc", "rel_acc", "node", "run_id"]
+    runs = df[cols].copy()
     runs["id_acc"] = (100 * runs["id_acc"].astype(float)).round(2)
     runs["rel_acc"] = (100 * runs["rel_acc"].astype(float)).round(2)
     with st.expander(f"All {len(runs)} runs"):

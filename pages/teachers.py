@@ -12,6 +12,7 @@ from dfkd_viz.data.user import MAX_SOURCE_BYTES, delete_dataset, import_dataset,
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.models import list_models
 from dfkd_viz.teachers.importer import MAX_TEACHER_BYTES, delete_teacher, import_teacher
+from dfkd_viz.teachers.maps import start_map, start_maps_quietly
 from dfkd_viz.teachers.training import start_training, training_progress
 from pages import _ui as ui
 
@@ -78,6 +79,20 @@ def progress_panel() -> None:
 
 
 progress_panel()
+
+maps_busy = any(ui.map_status(c["id"])[1] for c in cards if c["trained"])
+
+
+@st.fragment(run_every=2.0 if maps_busy else None)
+def maps_panel() -> None:
+    for c in cards:
+        if c["trained"]:
+            line, busy = ui.map_status(c["id"])
+            if busy:
+                st.caption(f"`{c['id']}` · {line}")
+
+
+maps_panel()
 
 DETECT = "from the file"
 # uploads: the server's limit (.streamlit/config.toml, server.maxUploadSize) and ours, whichever is less
@@ -164,6 +179,7 @@ with st.expander("Import your own teacher", icon=":material/upload_file:"):
     )
     if c:
         ui.cached_cards.clear()
+        start_maps_quietly([c["id"]])  # its reference map, in a low-priority background job
         reported = (
             f" (the file reports {ui.pct(c['reported_acc'])})"
             if c.get("reported_acc") is not None
@@ -270,6 +286,17 @@ for row in range(0, len(cards), 2):
                 st.caption(
                     f"{c['dataset']} · {c['arch']} · seed {c.get('seed')} · trained in {c.get('train_s')} s"
                 )
+            if c["trained"]:
+                line, busy = ui.map_status(c["id"])
+                if line:
+                    st.caption(line)
+                if (
+                    not busy
+                    and line != "reference map: ready"
+                    and st.button("Compute its reference map", key=f"map_{c['id']}")
+                ):
+                    start_map(c["id"])
+                    st.rerun()
             for label, imgs in examples(
                 c["dataset"], c.get("ood_domain"), c.get("trigger")
             ).items():

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,12 +78,19 @@ def zoo_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    """A fresh, empty DFKD_VIZ_HOME for each test."""
+def home(tmp_path, monkeypatch) -> Iterator[Path]:
+    """A fresh, empty DFKD_VIZ_HOME for each test (reference-map jobs started in it are stopped
+    afterwards)."""
     h = tmp_path / "home"
     h.mkdir()
     monkeypatch.setenv("DFKD_VIZ_HOME", str(h))
-    return h
+    yield h
+    # reference-map jobs that runs of this test started (and workers waiting for them) end here
+    from dfkd_viz.jobs import stop_job
+
+    for rec in (h / "maps").glob(".*.progress.json"):
+        with contextlib.suppress(Exception):
+            stop_job(rec, wait_s=5.0)
 
 
 @pytest.fixture

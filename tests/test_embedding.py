@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfkd_viz.analysis.embedding import EmbeddingMap, ReferenceSet, reference_set
+from dfkd_viz.analysis.embedding import EmbeddingMap, KnnPlacer, ReferenceSet, reference_set
 from dfkd_viz.data import load_dataset, load_domain
 from dfkd_viz.models import create_model
 
@@ -38,6 +38,12 @@ def test_placement_and_ood_likeness_follow_the_nearest_real_points():
     assert (np.linalg.norm(p_ood - c_ood, axis=1) < np.linalg.norm(p_ood - c_id, axis=1)).all()
     assert np.array_equal(m.coords, coords) and m.place(new_id[:0]).shape == (0, 2)
     assert (m.ood_likeness(new_id) == 0.0).all() and (m.ood_likeness(new_ood) == 1.0).all()
+    # the k-NN placement runs use (no UMAP in the worker) puts them in the same clusters
+    knn = KnnPlacer(ref.features, coords, ref.source, k=10, k_ood=5)
+    k_id, k_ood = knn.place(new_id), knn.place(new_ood)
+    assert (np.linalg.norm(k_id - c_id, axis=1) < np.linalg.norm(k_id - c_ood, axis=1)).all()
+    assert (np.linalg.norm(k_ood - c_ood, axis=1) < np.linalg.norm(k_ood - c_id, axis=1)).all()
+    assert (knn.ood_likeness(new_id) == m.ood_likeness(new_id)).all()
 
 
 def test_reference_set_from_real_data():

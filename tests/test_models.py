@@ -4,8 +4,14 @@ import torch
 from dfkd_viz.errors import UnknownNameError
 from dfkd_viz.models import Generator, create_model, list_models
 
+# the CIFAR zoo's big networks (≥ 1 M parameters) are checked in the slow set; their layouts
+# and logits against the reference code are tests/test_cifar_zoo.py's subject
+BIG = {"resnet18", "resnet34", "resnet56", "resnet110", "resnet8x4", "resnet32x4", "wrn40_2"}
+BIG |= {"vgg8", "vgg11", "vgg13", "mobilenetv2"}
+NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in list_models()]
 
-@pytest.mark.parametrize("name", list_models())
+
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_classifiers_shapes(name, shape):
     c = shape[0]
@@ -63,7 +69,7 @@ def test_generator_rejects_bad_config():
         Generator(out="tanh")
 
 
-@pytest.mark.parametrize("name", ["lenet5x2", "resnet8"])
+@pytest.mark.parametrize("name", ["lenet5x2", "resnet8s"])
 def test_fold_bn_computes_the_same_function_without_bn(name):
     from dfkd_viz.models import fold_bn
 

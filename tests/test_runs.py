@@ -138,15 +138,45 @@ def test_format_validation_error_is_one_sentence():
     assert json.loads(RunConfig(teacher="t", method="m").to_json())["defense"] is None
 
 
-def test_worker_maps_snapshots_into_the_embedding(trained_home, tiny_run):
+def test_worker_maps_snapshots_into_the_embedding(trained_home, tiny_run, monkeypatch):
+    """The worker places every snapshot into the teacher's stored reference map (no UMAP in the
+    worker, no map job when the map is there)."""
+    import numpy as np
+
+    from dfkd_viz.analysis.embedding import reference_set
+    from dfkd_viz.data import load_dataset, load_domain
+    from dfkd_viz.teachers import load_teacher
+    from dfkd_viz.teachers.maps import ReferenceMap, map_path, maps_dir, save_map
+
+    monkeypatch.setenv("DFKD_VIZ_MAP_POINTS", "200")  # inherited by the worker
+    teacher, _ = load_teacher("mnist-clean")
+    ref = reference_set(
+        teacher,
+        load_dataset("mnist", "test"),
+        load_domain("mnist-m", "mnist", "test"),
+        n_id=200,
+        n_ood=200,
+    )
+    coords = np.random.default_rng(0).normal(size=(400, 2)).astype(np.float32)
+    png = [b"\x89PNG-not-decoded-here"] * 400
+    save_map(
+        map_path("mnist-clean"), ReferenceMap(ref.features, coords, ref.labels, ref.source, png)
+    )
     cfg = {**tiny_run, "embedding": True, "snapshot_every": 1}
     run_id = manager.launch({"teacher": "mnist-clean", "method": "dfq", "steps": 3, **cfg})
     st = manager.wait(run_id, timeout_s=300)
     assert st["state"] == "finished", st
     with RunReader(manager.run_dir(run_id)) as r:
-        ref = r.reference()
-        assert len(ref) == 2000 + 2000 and set(ref["source"]) == {"id", "ood"}
+        ref_rows = r.reference()
+        assert len(ref_rows) == 200 + 200 and set(ref_rows["source"]) == {"id", "ood"}
+        assert np.allclose(ref_rows[["emb_x", "emb_y"]].to_numpy(), coords)
         assert r.embedded_steps() == [1, 2, 3]
-        assert r.samples(3)["emb_x"].notna().all()
+        xy = r.samples(3)[["emb_x", "emb_y"]].to_numpy()
+        assert np.isfinite(xy).all()
+        # k-NN placement: a weighted mean of reference points stays inside their hull
+        assert (xy.min(0) >= coords.min(0) - 1e-5).all() and (
+            xy.max(0) <= coords.max(0) + 1e-5
+        ).all()
         like = r.metrics(["ood_likeness"])
         assert len(like) == 3 and like["value"].between(0, 1).all()
+    assert not list(maps_dir().glob(".*.progress.json"))  # no job: the map was there

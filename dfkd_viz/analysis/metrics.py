@@ -17,15 +17,19 @@ from dfkd_viz.data.triggers import Trigger, triggered_test_set
 @torch.inference_mode()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits ``(N, K)`` of ``x`` ``(N, C, H, W)`` in [0, 1], in eval mode, batched, on the
-    model's device (returned on the CPU)."""
+    model's device (returned on the CPU, float32). For a GPU model, ``x`` in pinned host memory
+    (:meth:`torch.Tensor.pin_memory`) is copied asynchronously (``non_blocking``) and the logits
+    come back in one copy at the end, so batch copies overlap the kernels; unpinned ``x`` is
+    copied synchronously."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out = [
-        model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)
+        model(x[i : i + batch_size].to(device, non_blocking=True)).float()
+        for i in range(0, len(x), batch_size)
     ]
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out).cpu() if out else torch.empty(0)
 
 
 def accuracy(model: torch.nn.Module, ds: ImageDataset, batch_size: int = 1024) -> float:

@@ -19,7 +19,8 @@ defenses already use:
   statistic of MM-BD, Wang et al. S&P 2024): a backdoor is a *shortcut* — a small pattern that
   sends any input to the target class with a large margin. On class-prior synthetic samples, for
   every class ``c``, a universal perturbation δ_c of fixed L2 budget (2 pixel units on a 28×28
-  image) maximises the mean margin ``z_c − max_{j≠c} z_j`` (PGD-L2, Self-Retrospection's trigger
+  grey image, scaled with √(C·H·W): the same per-pixel RMS, 3.96 on a 32×32 colour image)
+  maximises the mean margin ``z_c − max_{j≠c} z_j`` (PGD-L2, Self-Retrospection's trigger
   synthesis with a margin objective). Margins are measured in units of the teacher's own median
   margin on the clean samples; the per-class *shortcut gain* is ``(m_c − median) / (|median| + 1)``
   and the score is its maximum (:attr:`BackdoorScores.shortcut_gain`), at the suspected target.

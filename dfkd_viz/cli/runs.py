@@ -67,6 +67,7 @@ def _run_summary(run_id: str) -> dict[str, Any]:
         "teacher_id_acc": t_acc,
         "it_s": info.get("it_s"),
         "device": info.get("device"),
+        "precision": cfg.get("precision", "fp32"),
         "error": info.get("error"),
     }
 
@@ -79,10 +80,12 @@ def cmd_run(args) -> int:
         "teacher": args.teacher,
         "method": args.method,
         "defense": args.defense,
+        "student": args.student,
         "steps": args.steps,
         "seconds": args.seconds,
         "seed": args.seed,
         "device": args.device,
+        "precision": args.precision,
         "threads": args.threads,
         "batch_size": args.batch_size,
         "eval_every": args.eval_every,
@@ -296,11 +299,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--teacher")
     r.add_argument("--method")
     r.add_argument("--defense")
+    r.add_argument(
+        "--student",
+        metavar="ARCH",
+        help="student architecture (default lenet5): any registered one that takes the "
+        "teacher's images",
+    )
     budget = r.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="budget in steps (outer iterations)")
     budget.add_argument("--seconds", type=float, help="budget in wall-clock seconds")
     r.add_argument("--seed", type=int)
     r.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    r.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        help="forward passes in fp32 (default) or under bf16/fp16 autocast (fp16: CUDA only)",
+    )
     r.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     r.add_argument("--batch-size", type=int)
     r.add_argument("--eval-every", type=int, help="evaluate every N steps")

@@ -47,15 +47,22 @@ def cmd_sweep(args) -> int:
 
     from dfkd_viz.runs import sweep as sw
 
+    executor = _executor_options(args)
     if args.resume:
         sweep_id = args.resume
         sw.load_sweep(sweep_id)
+        if executor:  # resume elsewhere: the stored choice, updated by the options given
+            sw.set_executor(sweep_id, {**sw.sweep_executor(sweep_id).model_dump(), **executor})
     else:
         if not args.teachers or not args.methods:
             raise DfkdVizError("--teachers and --methods are required (or --resume SWEEP_ID)")
         base = {}
         if args.eval_every:
             base["eval_every"] = args.eval_every
+        if args.precision:
+            base["precision"] = args.precision
+        if args.student:
+            base["student"] = args.student
         sweep_id = sw.create_sweep(
             {
                 "teachers": args.teachers,
@@ -66,7 +73,8 @@ def cmd_sweep(args) -> int:
                 "threads": args.threads,
                 "embedding": args.embedding,
                 "base": base,
-            }
+            },
+            executor,
         )
     sw.start_runner(sweep_id)
     if args.background:
@@ -103,6 +111,9 @@ def cmd_sweep(args) -> int:
         bar.close()
         signal.signal(signal.SIGINT, old[0])
         signal.signal(signal.SIGTERM, old[1])
+    rec = sw.runner_progress(sweep_id)
+    if rec is not None and rec.state == "failed" and not rec.result and rec.error:
+        raise DfkdVizError(f"sweep {sweep_id} failed: {rec.error}")  # e.g. no node has a GPU
     rep = _sweep_report(sweep_id)
     if rep.get("error"):
         print(f"sweep {sweep_id}: the runner failed: {rep['error']}", file=sys.stderr)
@@ -113,6 +124,19 @@ def cmd_sweep(args) -> int:
     if interrupted["sig"]:
         return 128 + interrupted["sig"]
     return 0 if rep["state"] == "finished" else 1
+
+
+def _executor_options(args) -> dict[str, Any]:
+    """The executor options given on the command line (only those given)."""
+    out: dict[str, Any] = {}
+    if args.executor:
+        out["name"] = args.executor
+    for key in ("ray_address", "cpus_per_run", "gpus_per_run"):
+        if getattr(args, key) is not None:
+            out["address" if key == "ray_address" else key] = getattr(args, key)
+    if set(out) - {"name"} and out.get("name", "ray" if args.resume else "local") != "ray":
+        raise DfkdVizError("--ray-address, --cpus-per-run and --gpus-per-run need --executor ray")
+    return out
 
 
 def cmd_sweeps_list(args) -> int:
@@ -168,8 +192,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--threads", type=int, help="torch CPU threads per run (default: all cores)")
     sw.add_argument("--eval-every", type=int, help="evaluate every N steps")
     sw.add_argument(
+        "--student",
+        metavar="ARCH",
+        help="every run's student architecture (default lenet5; it must take every teacher's "
+        "images)",
+    )
+    sw.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        help="every run's precision (default fp32; fp16: CUDA only)",
+    )
+    sw.add_argument(
         "--embedding", action="store_true", help="fit each run's UMAP map (off by default)"
     )
+    sw.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        help="where the runs go: this machine, one after another (local, the default), or a Ray "
+        "cluster (ray; docs/scale-out.md)",
+    )
+    sw.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster (HOST:PORT; default: RAY_ADDRESS, else a Ray instance started here)",
+    )
+    sw.add_argument("--cpus-per-run", type=float, metavar="N", help="Ray CPUs per run (default 1)")
+    sw.add_argument("--gpus-per-run", type=float, metavar="N", help="Ray GPUs per run (default 0)")
     sw.add_argument("--resume", metavar="SWEEP_ID", help="continue a stopped sweep")
     sw.add_argument("--json", action="store_true", help="print the results as one JSON line")
     sw.add_argument("--background", action="store_true", help="return at once, print the id")

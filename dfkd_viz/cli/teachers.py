@@ -85,7 +85,22 @@ def cmd_teachers_train(args) -> int:
         )
         bar.close()
     print(f"{len(ids)} teacher(s) ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    _start_maps(ids)
     return 0
+
+
+def _start_maps(ids: list[str]) -> None:
+    """Start the teachers' reference maps (background jobs, one fit at a time, low priority)."""
+    from dfkd_viz.teachers.maps import map_progress, start_maps_quietly
+
+    start_maps_quietly(ids)
+    busy = [i for i in ids if (p := map_progress(i)) is not None and p.active]
+    if busy:
+        print(
+            f"computing {len(busy)} reference map(s) in the background (low priority; "
+            "the Teachers page shows their progress)",
+            file=sys.stderr,
+        )
 
 
 def cmd_teachers_import(args) -> int:
@@ -101,6 +116,7 @@ def cmd_teachers_import(args) -> int:
         ood_domain=None if args.ood_domain == "none" else args.ood_domain,
         replace=args.replace,
     )
+    _start_maps([c["id"]])
     if args.json:
         print_json(c)
         return 0

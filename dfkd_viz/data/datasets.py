@@ -20,6 +20,9 @@ Registered names (``load_dataset(name, split)``, splits ``"train"`` / ``"test"``
 - ``cifar10`` / ``cifar100``: CIFAR-10 / CIFAR-100 (fine labels), 50,000 / 10,000 RGB 32×32, read
   from the official binary or Python archives (packed ``.tar.gz`` or extracted) in a data directory,
   never downloaded; see :mod:`dfkd_viz.data.cifar`.
+- ``mnistm32``: MNIST-M-style colour digits at 32×32 built offline from the bundled MNIST digits
+  (the ``mnist`` split, resized, each blended with a random crop of scikit-learn's two sample
+  photos as ``|digit − crop|`` per channel); see :mod:`dfkd_viz.data.mnistm`.
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def load_dataset(
 
     Args:
         name: a name of :data:`DATASETS` (``mnist``, ``mnist-full``, ``fashion-mnist``, ``digits``,
-            ``cifar10``, ``cifar100``).
+            ``cifar10``, ``cifar100``, ``mnistm32``).
         split: ``"train"`` or ``"test"``.
         data_dir: an extra directory to search for IDX files.
 
@@ -283,3 +286,10 @@ def _cifar100(split: str, data_dir: str | None = None) -> ImageDataset:
     from dfkd_viz.data.cifar import load_cifar
 
     return load_cifar("cifar100", split, data_dir)
+
+
+@DATASETS.register("mnistm32")
+def _mnistm32(split: str, data_dir: str | None = None) -> ImageDataset:
+    from dfkd_viz.data.mnistm import load_mnistm32
+
+    return load_mnistm32(split, data_dir)

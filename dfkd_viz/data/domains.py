@@ -5,11 +5,11 @@ Two kinds of names are accepted by :func:`load_domain`:
 
 - a **shift** of the ID images themselves (registered in :data:`SHIFTS`):
 
-  - ``mnist-m``: the MNIST-M recipe (Ganin & Lempitsky 2015) in grayscale:
-    ``|digit − crop|`` where ``crop`` is a random 28×28 crop of a real photograph (scikit-learn's
-    two sample images, converted to luminance, at half resolution for texture);
+  - ``mnist-m``: the MNIST-M recipe (Ganin & Lempitsky 2015): ``|x − crop|`` where ``crop`` is a
+    random H×W crop of a real photograph (scikit-learn's two sample images at half resolution for
+    texture), in luminance for grey images, in colour (per channel) for 3-channel images;
   - ``watermark``: NTL's source-only ownership watermark (Wang et al. 2022, §4.3): +0.3 on every
-    other row and every other column (a grid), clipped to ``[0, 1]``;
+    other row and every other column (a grid) of every channel, clipped to ``[0, 1]``;
   - ``invert``: ``1 − x`` (a cheap, obviously different domain);
 
 - another registered **dataset** (e.g. ``digits``, ``fashion-mnist``), resized to the ID shape.
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_viz.data.datasets import DATASETS, ImageDataset, load_dataset
+from dfkd_viz.data.mnistm import random_crops
 from dfkd_viz.registry import Registry
 
 SHIFTS: Registry[Callable[[ImageDataset], torch.Tensor]] = Registry("domain shift")
@@ -49,10 +50,13 @@ def _photos_gray() -> list[np.ndarray]:
 
 @SHIFTS.register("mnist-m")
 def mnist_m(ds: ImageDataset) -> torch.Tensor:
-    """``|x − photo crop|`` per image, crops drawn with a per-split seed (train and test differ)."""
-    photos = _photos_gray()
+    """``|x − photo crop|`` per image, crops drawn with a per-split seed (train and test differ):
+    grey crops for 1-channel images, colour crops for 3-channel ones (per channel)."""
     rng = np.random.default_rng(_SPLIT_SEED.get(ds.split, 13))
     n, c, h, w = ds.x.shape
+    if c == 3:
+        return (ds.x - torch.from_numpy(random_crops(n, (h, w), rng))).abs()
+    photos = _photos_gray()
     crops = np.empty((n, 1, h, w), dtype=np.float32)
     which = rng.integers(0, len(photos), size=n)
     for i in range(n):
@@ -65,12 +69,12 @@ def mnist_m(ds: ImageDataset) -> torch.Tensor:
 
 @SHIFTS.register("watermark")
 def watermark(ds: ImageDataset, value: float = 0.3) -> torch.Tensor:
-    """Add ``value`` on every other row and column (channel 0), clipped to [0, 1]."""
+    """Add ``value`` on every other row and column (every channel), clipped to [0, 1]."""
     x = ds.x.clone()
     grid = torch.zeros(x.shape[-2:], dtype=torch.bool)
     grid[::2, :] = True
     grid[:, ::2] = True
-    x[:, 0][:, grid] += value
+    x[:, :, grid] += value
     return x.clamp_(0.0, 1.0)
 
 

@@ -2,16 +2,23 @@
 
 A :class:`Trigger` works on ``(B, C, H, W)`` float32 images in pixel units ``[0, 1]`` and knows
 the pixels it may change (:meth:`Trigger.mask`), used for tests and for the trigger-localisation
-score of saliency maps. Registered names (sizes follow ``illidanlab/ABD:zskt/datasets/backdoor.py``,
-scaled to the image size):
+score of saliency maps. Registered names (sizes follow ``illidanlab/ABD:zskt/datasets/backdoor.py``;
+lengths are given for a 28×28 image and scale with the image side, ``min(H, W) / 28``, rounded, so a
+28×28 trigger is exactly the original one and a 32×32 one the same pattern at the new size):
 
-- ``badnet_grid``: a 3×3 black/white checker in the bottom-right corner (pixels are *set*);
-- ``badnet_sq``: a white 4×4 square one pixel in from the bottom-right corner (set);
+- ``badnet_grid``: a 3×3 black/white checker in the bottom-right corner (pixels are *set*; 3×3 up
+  to 34 px, ABD's own size on CIFAR's 32×32);
+- ``badnet_sq``: a white 4×4 square one pixel in from the bottom-right corner (set; 5×5 on 32×32);
 - ``blend``: ``0.8·x + 0.2·pattern``, a fixed seeded uniform-noise image over the whole image;
 - ``trojan_wm``: an additive watermark (a ring logo of intensity 0.5 in the bottom-right
-  quadrant), clipped to [0, 1] — ABD's ``trojan_wm`` adds a watermark image the same way;
+  quadrant, stroke ≈ 1.8 px wide), clipped to [0, 1] — ABD's ``trojan_wm`` adds a watermark image
+  the same way;
 - ``sig``: an additive horizontal sinusoid ``Δ·sin(2π·f·j / W)``, ``Δ = 0.1``, ``f = 6``
   (Barni et al. 2019), clipped; poisoned clean-label (target images only), as in ABD.
+
+Colour images (C = 3): every trigger acts on each channel. The stamps set all channels (a black /
+white patch), ``blend``'s noise pattern is drawn per channel (coloured noise), the watermark and
+the sinusoid are added to every channel; :meth:`Trigger.mask` is ``(C, H, W)``.
 
 Poisoning (:func:`poison`): the first ``⌊rate·N⌋`` non-target training images (target images for a
 clean-label trigger) receive the trigger and the target label. ASR is measured on the non-target
@@ -81,17 +88,25 @@ class _StampTrigger(Trigger):
 TRIGGERS: Registry[type[Trigger]] = Registry("trigger")
 
 
+def scaled(length: float, h: int, w: int, minimum: int = 1) -> int:
+    """``length`` (pixels on a 28×28 image) scaled to an ``h×w`` image: ``round(length ·
+    min(h, w) / 28)``, at least ``minimum``."""
+    return max(minimum, round(length * min(h, w) / 28))
+
+
 @TRIGGERS.register("badnet_grid")
 class BadNetGrid(_StampTrigger):
     name = "badnet_grid"
 
     def _make(self):
         _c, h, w = self.shape
+        k = scaled(3, h, w, minimum=3)
         mask = torch.zeros(self.shape, dtype=torch.bool)
         pattern = torch.zeros(self.shape)
         checker = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
-        mask[:, h - 3 :, w - 3 :] = True
-        pattern[:, h - 3 :, w - 3 :] = checker
+        cells = torch.arange(k) * 3 // k  # nearest-neighbour upscaling of the 3×3 checker
+        mask[:, h - k :, w - k :] = True
+        pattern[:, h - k :, w - k :] = checker[cells][:, cells]
         return mask, pattern
 
 
@@ -101,8 +116,9 @@ class BadNetSquare(_StampTrigger):
 
     def _make(self):
         _c, h, w = self.shape
+        side, gap = scaled(4, h, w), scaled(1, h, w)
         mask = torch.zeros(self.shape, dtype=torch.bool)
-        mask[:, h - 5 : h - 1, w - 5 : w - 1] = True
+        mask[:, h - gap - side : h - gap, w - gap - side : w - gap] = True
         return mask, mask.float()
 
 
@@ -131,8 +147,9 @@ class TrojanWatermark(Trigger):
         c, h, w = self.shape
         yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
         cy, cx, r = 0.72 * h, 0.72 * w, 0.16 * min(h, w)
+        u = min(h, w) / 28  # stroke widths scale with the image
         dist = ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt()
-        ring = ((dist - r).abs() <= 0.9) | ((yy - cy).abs() <= 0.5) & ((xx - cx).abs() <= r)
+        ring = ((dist - r).abs() <= 0.9 * u) | ((yy - cy).abs() <= 0.5 * u) & ((xx - cx).abs() <= r)
         self.pattern = ring.float().expand(c, h, w).contiguous() * self.intensity
 
     def mask(self) -> torch.Tensor:

@@ -40,6 +40,7 @@ from dfkd_viz.distill.defenses import Defense
 from dfkd_viz.distill.evaluation import EvalSuite
 from dfkd_viz.distill.losses import BNStatsHook
 from dfkd_viz.distill.methods import Method, soft_accuracy
+from dfkd_viz.distill.precision import Precision, fp32
 from dfkd_viz.distill.replay import ReplayMemory, SyntheticBatch
 from dfkd_viz.distill.snapshot import Snapshot
 from dfkd_viz.models import Classifier, Features, Generator
@@ -88,6 +89,8 @@ class EngineSettings:
     checkpoint_every: int = 100
     seed: int = 0
     final_phase: float = 0.9
+    #: ``fp32``, ``bf16`` or ``fp16`` (:mod:`dfkd_viz.distill.precision`)
+    precision: str = "fp32"
 
 
 class Engine:
@@ -134,6 +137,8 @@ class Engine:
         self.s = settings or EngineSettings()
         self.device = torch.device(device)
         self.p = method.params
+        # autocast policy for the forward passes (raises ConfigError for fp16 off CUDA)
+        self.amp = Precision(self.s.precision, self.device)
         self.teacher.eval().requires_grad_(False)
         self.opt_g = torch.optim.Adam(generator.parameters(), lr=self.p.lr_g, betas=(0.5, 0.999))
         if self.p.optimizer_s == "sgd":
@@ -231,21 +236,23 @@ class Engine:
         self.student.eval().requires_grad_(False)
         self.generator.train()
         for _ in range(self.p.g_steps):
-            x = self.generator(self.sample_z(self.s.batch_size))
+            z = self.sample_z(self.s.batch_size)
             hook = self.ctx.bn_hook
-            if hook is not None:
-                hook.enabled = True
-            t = self.teacher.forward_features(x)
-            if hook is not None:
-                hook.enabled = False
-            s_logits = self.student(x)
+            with self.amp.autocast():  # forward passes only; the terms below are fp32
+                x = self.generator(z)
+                if hook is not None:
+                    hook.enabled = True
+                t = self.teacher.forward_features(x)
+                if hook is not None:
+                    hook.enabled = False
+                s_logits = self.student(x)
+            x, t, s_logits = x.float(), fp32(t), s_logits.float()
             terms = self.method.generator_terms(self.ctx, x, t, s_logits)
             terms.update(self.defense.generator_loss_extra(self.ctx, x, t.logits))
             loss = torch.stack(list(terms.values())).sum() if terms else None
             if loss is not None and loss.requires_grad:
                 self.opt_g.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt_g.step()
+                self.amp.step("opt_g", loss, self.opt_g)
             for k, v in terms.items():
                 terms_out[k] = float(v.detach())
             if loss is not None:
@@ -257,12 +264,15 @@ class Engine:
 
     @torch.no_grad()
     def _synthesize(self, n: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
-        """Fresh synthetic samples ``(n, C, H, W)`` with teacher logits (and blocks if needed)."""
-        x = self.generator(self.sample_z(n))
-        if self.method.needs_teacher_blocks:
-            f = self.teacher.forward_features(x)
-            return x, f.logits, f.blocks
-        return x, self.teacher(x), None
+        """Fresh synthetic samples ``(n, C, H, W)`` with teacher logits (and blocks if needed),
+        all float32 whatever the precision."""
+        z = self.sample_z(n)
+        with self.amp.autocast():
+            x = self.generator(z)
+            if self.method.needs_teacher_blocks:
+                f = fp32(self.teacher.forward_features(x))
+                return x.float(), f.logits, f.blocks
+            return x.float(), self.teacher(x).float(), None
 
     def _new_batch(self, x: torch.Tensor, t: torch.Tensor, blocks) -> SyntheticBatch:
         """A batch of new synthetic samples, scored once by the defense (the selection then
@@ -307,11 +317,13 @@ class Engine:
             batch = self._student_batch(k, batch)
             x, t_logits, t_blocks, sel = batch.x, batch.t_logits, batch.t_blocks, batch.sel
             need_blocks = self.method.needs_teacher_blocks and t_blocks is not None
-            s = (
-                self.student.forward_features(x)
-                if need_blocks
-                else Features(self.student(x), [], x.new_zeros(0))
-            )
+            with self.amp.autocast():
+                s = (
+                    self.student.forward_features(x)
+                    if need_blocks
+                    else Features(self.student(x), [], x.new_zeros(0))
+                )
+            s = fp32(s)
             if sel is not None:
                 keep = sel.keep
                 s_kept = Features(s.logits[keep], [b[keep] for b in s.blocks], s.penultimate)
@@ -325,8 +337,7 @@ class Engine:
             if terms:
                 loss = torch.stack(list(terms.values())).sum()
                 self.opt_s.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt_s.step()
+                self.amp.step("opt_s", loss, self.opt_s)
                 if self.student_ema is not None:
                     self.student_ema.update_parameters(self.student)
                 sums["s_total"] += float(loss.detach())
@@ -383,7 +394,8 @@ class Engine:
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """``(tensors, meta)``: generator, student, both optimisers, defense state and RNG as
-        tensors (for safetensors), step counters and optimiser hyper-parameters as JSON-able meta."""
+        tensors (for safetensors), step counters, optimiser hyper-parameters, the precision and
+        (fp16) the loss scalers' state as JSON-able meta."""
         tensors: dict[str, torch.Tensor] = {}
         for prefix, mod in self.modules_to_save():
             for k, v in mod.state_dict().items():
@@ -399,6 +411,10 @@ class Engine:
         for k, v in self.defense.state_dict().items():
             tensors["defense." + k] = v.detach().cpu().contiguous()
         tensors["rng"] = self.rng.get_state()
+        meta["precision"] = self.amp.name
+        amp_state = self.amp.state_dict()  # fp16's loss scalers, by optimiser name
+        if amp_state:
+            meta["amp"] = amp_state
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -418,6 +434,7 @@ class Engine:
         )
         if "rng" in tensors:
             self.rng.set_state(tensors["rng"])
+        self.amp.load_state_dict(meta.get("amp", {}))
         self.step = int(meta["step"])
         self.wall_offset = float(meta["wall_s"])
 

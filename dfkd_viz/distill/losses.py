@@ -165,6 +165,7 @@ class BNStatsHook:
                 x = x[mask]
             if x.shape[0] < 2:
                 continue
+            x = x.float()  # inputs kept under bf16/fp16 autocast: the statistics in fp32
             mean = x.mean((0, 2, 3))
             var = x.var((0, 2, 3), unbiased=False)
             terms.append(

@@ -5,6 +5,7 @@ that started it). This package gives every kind of job the same four things:
 
 - **start**: :func:`spawn_detached` (output appended to a log file; the child is reaped later, so
   it never lingers as a zombie of a long-lived server);
+  :func:`spawn_attached` for a child that must end with its parent (:func:`die_with_parent`);
 - **liveness**: :func:`pid_alive` with the process's start time recorded at launch, so a reused
   PID is never mistaken for the job;
 - **one progress record**: :class:`JobProgress`, written atomically by the job
@@ -19,7 +20,14 @@ Pages never start processes: they call the library (``runs.manager``, ``runs.swe
 """
 
 from dfkd_viz.jobs.liveness import pid_alive, process_start_time
-from dfkd_viz.jobs.process import log_tail, reap, spawn_detached, terminate
+from dfkd_viz.jobs.process import (
+    die_with_parent,
+    log_tail,
+    reap,
+    spawn_attached,
+    spawn_detached,
+    terminate,
+)
 from dfkd_viz.jobs.progress import (
     ACTIVE,
     JobProgress,
@@ -35,12 +43,14 @@ __all__ = [
     "ACTIVE",
     "JobProgress",
     "JobState",
+    "die_with_parent",
     "log_tail",
     "pid_alive",
     "process_start_time",
     "read_progress",
     "reap",
     "report",
+    "spawn_attached",
     "spawn_detached",
     "start_job",
     "stop_job",

@@ -39,6 +39,46 @@ def spawn_detached(cmd: list[str], log_path: Path, cwd: Path | None = None) -> s
     return proc
 
 
+def spawn_attached(
+    cmd: list[str], log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start ``cmd`` as an ordinary child of this process (same session), stdout and stderr
+    appended to ``log_path``, stdin closed, ``PYTHONUNBUFFERED=1``; ``env`` replaces the
+    environment (default: this process's).
+
+    For work that must not outlive its parent, such as a sweep cell on a Ray node: the child
+    calls :func:`die_with_parent` first thing, so it ends when the process that started it ends
+    (killed included). The caller waits for it (``proc.wait()``).
+
+    Raises:
+        OSError: the log cannot be opened or the program cannot be started.
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(os.environ if env is None else env, PYTHONUNBUFFERED="1"),
+        )
+
+
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Have the kernel SIGKILL this process when its parent ends (Linux ``PR_SET_PDEATHSIG``; a
+    no-op elsewhere). With ``parent_pid`` (the parent as it was at launch), a parent that is
+    already gone ends this process at once."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def reap() -> None:
     """Collect the exit status of finished children started by :func:`spawn_detached`."""
     for pid, proc in list(_children.items()):

@@ -13,12 +13,31 @@ are images ``(B, C, H, W)`` in pixel units. Two output heads:
 - ``out="sigmoid"``: images strictly in [0, 1].
 
 On 28×28 the generator dominates a DFKD step's cost (≈5.7 M multiply-adds per image at ``ngf = 16``).
+
+Sizes (:func:`default_size`): 28×28 grey images keep this project's small generator (``nz = 100``,
+``ngf = 16``); 32×32 colour images get CMI's CIFAR generator, ``Generator(nz=256, ngf=64,
+img_size=32, nc=3)`` of ``zju-vipa/CMI:datafree/models/generator.py`` (Linear 256 → 128·8·8, BN,
+×2, conv 128→128, BN, LeakyReLU 0.2, ×2, conv 128→64, BN, LeakyReLU, conv 64→3, head; ≈115 M
+multiply-adds per image). The optimiser (the engine's) is CMI's too: Adam, betas (0.5, 0.999),
+lr 1e-3.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+#: ``(nz, ngf)`` of CMI's generator for 32×32 colour images
+CMI_32_SIZE = (256, 64)
+#: ``(nz, ngf)`` of this project's generator for 28×28 grey images (and every other shape)
+SMALL_SIZE = (100, 16)
+
+
+def default_size(img_shape) -> tuple[int, int]:
+    """The default ``(nz, ngf)`` for images of ``img_shape`` ``(C, H, W)``: CMI's ``(256, 64)``
+    for colour images of at least 32×32, else ``(100, 16)`` (28×28 grey MNIST-like data)."""
+    c, h, w = (int(v) for v in img_shape)
+    return CMI_32_SIZE if c == 3 and min(h, w) >= 32 else SMALL_SIZE
 
 
 class Generator(nn.Module):

@@ -16,8 +16,9 @@ from dfkd_viz.distill import (
     create_defense,
     create_method,
 )
+from dfkd_viz.distill.precision import cuda_layout
 from dfkd_viz.errors import DfkdVizError
-from dfkd_viz.models import Generator, create_model
+from dfkd_viz.models import Generator, create_model, default_size
 from dfkd_viz.runs.checkpoint import load_checkpoint
 from dfkd_viz.runs.config import RunConfig
 from dfkd_viz.teachers import load_teacher
@@ -94,6 +95,14 @@ def _student_for(cfg: RunConfig, teacher, card: dict) -> torch.nn.Module:
     )
 
 
+def generator_size(cfg: RunConfig, in_shape) -> tuple[int, int]:
+    """``(nz, ngf)`` of a run's generator: the config's, where set, else the default for the
+    teacher's input shape ``(C, H, W)`` (:func:`dfkd_viz.models.default_size`: ``(100, 16)`` for
+    28×28 grey images, CMI's ``(256, 64)`` for 32×32 colour)."""
+    nz, ngf = default_size(in_shape)
+    return (cfg.nz if cfg.nz is not None else nz, cfg.ngf if cfg.ngf is not None else ngf)
+
+
 def load_run_models(
     cfg: RunConfig, checkpoint: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
@@ -120,9 +129,10 @@ def build_engine(cfg: RunConfig, device: torch.device | str = "cpu") -> Engine:
     teacher, card = load_teacher(cfg.teacher, device)
     torch.manual_seed(cfg.seed)
     student = _student_for(cfg, teacher, card).to(device)
+    nz, ngf = generator_size(cfg, teacher.in_shape)
     generator = Generator(
-        nz=cfg.nz,
-        ngf=cfg.ngf,
+        nz=nz,
+        ngf=ngf,
         img_shape=teacher.in_shape,
         mean=tuple(card["mean"]),
         std=tuple(card["std"]),
@@ -132,14 +142,17 @@ def build_engine(cfg: RunConfig, device: torch.device | str = "cpu") -> Engine:
     budget = Budget(steps=cfg.steps, seconds=cfg.seconds)
     settings = EngineSettings(
         batch_size=cfg.batch_size,
-        nz=cfg.nz,
+        nz=nz,
         eval_every=cfg.eval_every,
         snapshot_every=cfg.snapshot_every,
         snapshot_size=cfg.snapshot_size,
         checkpoint_every=cfg.checkpoint_every,
         seed=cfg.seed,
+        precision=cfg.precision,
     )
-    if device.type == "cpu":
+    if device.type == "cuda":
+        cuda_layout(teacher, student, generator)
+    elif device.type == "cpu":
         # Measured on 2 cores: channels-last halves the generator's forward and the teacher's
         # inference; the 1× student trains faster in the default layout (tiny channel counts).
         generator.to(memory_format=torch.channels_last)

@@ -40,12 +40,28 @@ class RunConfig(BaseModel):
     seconds: float | None = Field(None, gt=0, le=MAX_SECONDS)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="forward passes in fp32, or under bf16/fp16 autocast (fp16: CUDA only); "
+        "fp32 is the default: bf16 measured no faster here (docs/results/performance.md)",
+    )
     threads: int | None = Field(
         None, ge=1, le=256, description="torch CPU threads (default: all cores)"
     )
     batch_size: int = Field(128, ge=2, le=4096)
-    nz: int = Field(100, ge=2, le=1024)
-    ngf: int = Field(16, ge=4, le=256)
+    nz: int | None = Field(
+        None,
+        ge=2,
+        le=1024,
+        description="generator latent size (default: by the teacher's input shape, "
+        "models.default_size: 100 for 28×28 grey, CMI's 256 for 32×32 colour)",
+    )
+    ngf: int | None = Field(
+        None,
+        ge=4,
+        le=256,
+        description="generator base width (default: 16 for 28×28 grey, CMI's 64 for 32×32 colour)",
+    )
     eval_every: int = Field(10, ge=1, le=MAX_STEPS)
     snapshot_every: int = Field(20, ge=1, le=MAX_STEPS)
     snapshot_size: int = Field(64, ge=1, le=512)
@@ -123,6 +139,35 @@ def parse_config(data: dict[str, Any]) -> RunConfig:
         raise ConfigError(format_validation_error(exc)) from None
 
 
+def teacher_input(tcard: dict) -> tuple[tuple[int, int, int], int] | None:
+    """``(in_shape, num_classes)`` of a teacher from its card, or, for a zoo teacher not trained
+    yet, from its dataset; None when neither is known (the dataset is not on this machine)."""
+    if tcard.get("in_shape") and tcard.get("num_classes"):
+        return tuple(int(v) for v in tcard["in_shape"]), int(tcard["num_classes"])
+    from dfkd_viz.data import load_dataset
+
+    try:
+        ds = load_dataset(tcard["dataset"], "test")
+    except DfkdVizError:
+        return None
+    return ds.shape, ds.num_classes
+
+
+def _check_student_fits(student: str, tcard: dict) -> None:
+    """ConfigError (one sentence listing the architectures that fit) when the student
+    architecture does not take the teacher's images."""
+    from dfkd_viz.models import fitting_models, input_fits
+
+    known = teacher_input(tcard)
+    if known is None or input_fits(student, *known):
+        return
+    (c, h, w), _ = known
+    raise ConfigError(
+        f"student {student} does not take the teacher's {c}×{h}×{w} images; architectures "
+        f"that do: {', '.join(fitting_models(*known))}"
+    )
+
+
 def validate_config(cfg: RunConfig | dict[str, Any], check_teacher: bool = True) -> RunConfig:
     """Full validation: field ranges, then names (teacher, method, defense, student, domain,
     trigger) and the method's and defense's own parameters; fills the default budget and the
@@ -151,6 +196,13 @@ def validate_config(cfg: RunConfig | dict[str, Any], check_teacher: bool = True)
     for field, reg, value in checks:
         if value not in reg:
             raise ConfigError(f"{field} must be one of {', '.join(reg.names())} (got {value!r})")
+    if cfg.precision == "fp16":  # CUDA only; "auto" means CUDA only where there is a GPU
+        import torch
+
+        from dfkd_viz.distill.precision import check_precision
+
+        cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        check_precision(cfg.precision, "cuda" if cuda else "cpu")
     if cfg.ood_domain is not None and cfg.ood_domain not in domain_names():
         raise ConfigError(
             f"ood_domain must be one of {', '.join(domain_names())} (got {cfg.ood_domain!r})"
@@ -170,6 +222,7 @@ def validate_config(cfg: RunConfig | dict[str, Any], check_teacher: bool = True)
             tcard = card(cfg.teacher)
         except DfkdVizError as exc:
             raise ConfigError(f"teacher: {exc}") from None
+        _check_student_fits(cfg.student, tcard)
         if cfg.student_domain is not None:
             from dfkd_viz.runs.build import student_data
 

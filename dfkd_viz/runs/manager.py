@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -70,6 +71,7 @@ def start_worker(run_id: str, resume: bool = False) -> int:
     proc = spawn_detached(cmd, d / "worker.log", cwd=d)
     w = RunWriter(d)
     w.mark_spawned(proc.pid, process_start_time(proc.pid))
+    w.set_meta(executor="local", node=socket.gethostname(), ray_node_id=None)
     w.close()
     return proc.pid
 
@@ -144,6 +146,7 @@ def run_info(run_id: str) -> dict[str, Any]:
         cfg = r.config()
         st = effective_status(run_id, r)
         latest = r.latest()
+        meta = r.meta()
     info = {
         "run_id": run_id,
         "config": cfg,
@@ -161,7 +164,12 @@ def run_info(run_id: str) -> dict[str, Any]:
         total_steps=st.get("total_steps"),
         budget_s=st.get("budget_s"),
         phase=st.get("phase"),
+        # where the run was last distilled (a run created but never started: local, no node)
+        executor=meta.get("executor", "local"),
+        node=meta.get("node"),
     )
+    if meta.get("ray_node_id"):
+        info["ray_node_id"] = meta["ray_node_id"]
     return info
 
 

@@ -9,7 +9,8 @@
 Schema of ``run.db`` (version 2; a version-1 database gains the ``flag`` column and the
 ``artifacts`` table when a writer opens it, and readers treat a missing ``flag`` as NULL)::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)                   -- schema_version, run_id
+    meta(key TEXT PRIMARY KEY, value TEXT)                   -- schema_version, run_id, and where
+        the run was last distilled: executor (local | ray), node (host name), ray_node_id
     status(id = 1, state, pid, pid_start, step, total_steps, budget_s, wall_s, progress,
            created, started, updated, finished, device, threads, phase, error)
         state ∈ queued | running | finished | stopped | failed; times are UNIX seconds;
@@ -165,6 +166,30 @@ class RunWriter:
         self.flush()
         self.con.close()
 
+    def set_meta(self, **values: str | None) -> None:
+        """Set ``meta`` keys (e.g. ``executor="ray", node="host-3"``); None deletes a key."""
+        with self.transaction():
+            for k, v in values.items():
+                if v is None:
+                    self.con.execute("DELETE FROM meta WHERE key = ?", (k,))
+                else:
+                    self.con.execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (k, str(v))
+                    )
+
+    def relocate_checkpoints(self, run_dir: str | Path | None = None) -> None:
+        """Point every stored checkpoint path at ``run_dir/checkpoints/<file name>`` (default: this
+        writer's directory): a run directory that moved to another machine or name keeps finding
+        its checkpoints, and never touches files at its old location."""
+        ckpt_dir = Path(run_dir or self.dir).resolve() / "checkpoints"
+        rows = self.con.execute("SELECT step, path FROM checkpoints").fetchall()
+        with self.transaction():
+            for step, path in rows:
+                self.con.execute(
+                    "UPDATE checkpoints SET path = ? WHERE step = ?",
+                    (str(ckpt_dir / Path(path).name), step),
+                )
+
     # -- status
     def init_status(self, run_id: str, total_steps: int | None, budget_s: float | None) -> None:
         now = time.time()
@@ -301,13 +326,14 @@ class RunWriter:
             )
 
     def set_reference(self, source, labels, images, coords) -> None:
-        """Store the embedding map's real reference points (replacing any earlier ones)."""
+        """Store the embedding map's real reference points (replacing any earlier ones);
+        ``images``: ``(C, H, W)`` uint8 arrays or PNG bytes already encoded (a stored map's)."""
         rows = [
             (
                 i,
                 str(source[i]),
                 int(labels[i]),
-                png_bytes(images[i]),
+                images[i] if isinstance(images[i], bytes) else png_bytes(images[i]),
                 float(coords[i, 0]),
                 float(coords[i, 1]),
             )
@@ -386,6 +412,10 @@ class RunReader:
             return json.loads((self.dir / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise DfkdVizError(f"run {self.run_id!r}: unreadable config.json ({exc})") from None
+
+    def meta(self) -> dict[str, str]:
+        """The ``meta`` table as a dict (``schema_version``, ``run_id``, ``executor``, ``node``…)."""
+        return {k: v for k, v in self._q("SELECT key, value FROM meta")}
 
     def status(self) -> dict[str, Any]:
         """The stored status row as a dict (``state``, ``pid``, ``step``, ``progress``...)."""

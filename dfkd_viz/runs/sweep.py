@@ -2,11 +2,14 @@
 
 A sweep lives in ``DFKD_VIZ_HOME/sweeps/<sweep_id>/``:
 
-- ``sweep.json`` — its :class:`SweepSpec` (validated; every cell's config is validated up front);
+- ``sweep.json`` — its :class:`SweepSpec` (validated; every cell's config is validated up front)
+  and its :class:`~dfkd_viz.runs.executors.ExecutorSpec` (``local`` when absent);
 - ``cells.json`` — one entry per cell ``{teacher, method, seed, run_id}``, rewritten atomically
   whenever a cell gets its run, so a crash never loses the link between a cell and its run;
 - ``runner.json`` — PID (and start time) of the process that works through the cells;
-- ``runner.log`` — that process's output.
+- ``runner.log`` — that process's output;
+- ``cell_progress.json`` — with the ``ray`` executor, what each cell not finished last reported
+  (state, step, node, attempts), written by the runner while the cells run on other machines.
 
 Each cell is an ordinary run in the run store (its own worker process, metrics, snapshots), so the
 Live, Runs and Decisions pages show it like any other. The runner (``python -m
@@ -14,6 +17,9 @@ dfkd_viz.runs.sweep SWEEP_ID``) takes the cells in order — seed by seed, so a 
 compares every method on every teacher — and skips cells whose run has finished; a cell whose run
 stopped or failed (killed worker, machine restart) is resumed from its last checkpoint. Running the
 runner again on the same sweep therefore continues where it stopped (``dfkd-viz sweep --resume ID``).
+The runner hands the cells to the sweep's executor (:mod:`dfkd_viz.runs.executors`): ``local``
+works through them here as described; ``ray`` runs them as Ray tasks on a cluster and brings each
+finished run back into this machine's run store.
 
 The result of a cell is the student's final ID accuracy relative to its teacher's
 (``rel_acc = id_acc / teacher_id_acc``), the figure TA-DFKD's stability claim is about.
@@ -40,7 +46,8 @@ from dfkd_viz.errors import ConfigError, DfkdVizError, UnknownNameError
 from dfkd_viz.jobs import JobProgress, pid_alive, read_progress, report, start_job, stop_job
 from dfkd_viz.paths import home
 from dfkd_viz.runs.config import MAX_SECONDS, MAX_STEPS, format_validation_error, validate_config
-from dfkd_viz.util.io import write_json
+from dfkd_viz.runs.executors import ExecutorSpec, get_executor, parse_executor
+from dfkd_viz.util.io import read_json, write_json
 
 
 class SweepBusyError(DfkdVizError):
@@ -155,16 +162,54 @@ def parse_spec(data: dict[str, Any]) -> SweepSpec:
     return spec
 
 
-def create_sweep(data: dict[str, Any] | SweepSpec) -> str:
-    """Validate and store a new sweep (no run started yet); returns its id."""
+def create_sweep(
+    data: dict[str, Any] | SweepSpec, executor: ExecutorSpec | dict[str, Any] | None = None
+) -> str:
+    """Validate and store a new sweep (no run started yet); returns its id. ``executor``: where
+    its cells run (default local; see :class:`~dfkd_viz.runs.executors.ExecutorSpec`)."""
+    ex = parse_executor(executor)
     spec = parse_spec(data.model_dump() if isinstance(data, SweepSpec) else data)
     sweep_id = f"sw-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     d = sweeps_dir() / sweep_id
     d.mkdir(parents=True)
     write_json(d / "cells.json", [{**c, "run_id": None} for c in spec.cells()])
     # sweep.json last: a directory without it is not a sweep (a crash here leaves no half sweep)
-    write_json(d / "sweep.json", {"spec": spec.model_dump(), "created": time.time()})
+    meta = {"spec": spec.model_dump(), "created": time.time(), "executor": ex.model_dump()}
+    write_json(d / "sweep.json", meta)
     return sweep_id
+
+
+def sweep_executor(sweep_id: str) -> ExecutorSpec:
+    """Where the sweep's cells run (``local`` for a sweep stored without a choice)."""
+    try:
+        data = json.loads((sweep_dir(sweep_id) / "sweep.json").read_text()).get("executor")
+        return ExecutorSpec(**(data or {}))
+    except (OSError, ValueError, TypeError, ValidationError) as exc:
+        raise DfkdVizError(f"sweep {sweep_id} is corrupt: {str(exc).splitlines()[0]}") from None
+
+
+def set_executor(sweep_id: str, executor: ExecutorSpec | dict[str, Any]) -> ExecutorSpec:
+    """Change where a sweep's remaining cells run (e.g. resume a local sweep on Ray).
+
+    Raises:
+        ConfigError: an invalid choice. DfkdVizError: the sweep is running.
+    """
+    ex = parse_executor(executor)
+    d = sweep_dir(sweep_id)
+    if runner_alive(sweep_id):
+        raise DfkdVizError(f"sweep {sweep_id} is running: stop it before changing its executor")
+    meta = json.loads((d / "sweep.json").read_text())
+    meta["executor"] = ex.model_dump()
+    write_json(d / "sweep.json", meta)
+    return ex
+
+
+def cell_progress(sweep_id: str) -> dict[str, dict[str, Any]]:
+    """What the cells of a sweep on another machine last reported, by cell index (as a string):
+    ``{cell_id, run_id, state, step, total_steps, node, attempts, pid, error…}``; empty for a
+    local sweep."""
+    data = read_json(sweep_dir(sweep_id) / "cell_progress.json")
+    return data if isinstance(data, dict) else {}
 
 
 def load_sweep(sweep_id: str) -> tuple[SweepSpec, list[dict[str, Any]]]:
@@ -196,15 +241,19 @@ def runner_alive(sweep_id: str) -> bool:
 
 def sweep_results(sweep_id: str) -> pd.DataFrame:
     """One row per cell: ``teacher, method, seed, run_id, status, step, id_acc, teacher_acc,
-    rel_acc`` (student ID accuracy / teacher ID accuracy, fractions), ``ood_acc, asr, wall_s``.
+    rel_acc`` (student ID accuracy / teacher ID accuracy, fractions), ``ood_acc, asr, wall_s``,
+    ``executor, node`` (where its run was distilled) and ``remote`` (True while the cell runs on
+    another machine: status and step are then its latest report, the run arrives when it ends).
     Cells without a run have status ``pending``; a run that was deleted, ``missing``."""
     from dfkd_viz.runs import manager
     from dfkd_viz.teachers import card
 
     _, cells = load_sweep(sweep_id)
+    live = cell_progress(sweep_id)
+    alive = bool(live) and runner_alive(sweep_id)
     t_acc: dict[str, float | None] = {}
     rows = []
-    for c in cells:
+    for i, c in enumerate(cells):
         if c["teacher"] not in t_acc:
             try:
                 t_acc[c["teacher"]] = card(c["teacher"]).get("id_acc")
@@ -212,7 +261,12 @@ def sweep_results(sweep_id: str) -> pd.DataFrame:
                 t_acc[c["teacher"]] = None
         row = {**c, "status": "pending", "step": None, "id_acc": None, "ood_acc": None}
         row.update(asr=None, wall_s=None, teacher_acc=t_acc[c["teacher"]])
-        if c.get("run_id"):
+        row.update(executor=None, node=None, remote=False)
+        lv = live.get(str(i))
+        if alive and lv and lv.get("state") in ("queued", "running"):
+            row.update(status=lv["state"], step=lv.get("step"), node=lv.get("node"))
+            row.update(executor="ray", remote=True)
+        elif c.get("run_id"):
             try:
                 info = manager.run_info(c["run_id"])
                 row.update(
@@ -222,9 +276,14 @@ def sweep_results(sweep_id: str) -> pd.DataFrame:
                     ood_acc=info.get("ood_acc"),
                     asr=info.get("asr"),
                     wall_s=info.get("wall_s"),
+                    executor=info.get("executor"),
+                    node=info.get("node"),
                 )
             except UnknownNameError:
-                row["status"] = "missing"
+                if lv is None:
+                    row["status"] = "missing"
+                else:  # a Ray cell whose run has not arrived (yet): it failed, or it waits
+                    row["status"] = "failed" if lv.get("state") == "failed" else "pending"
             except DfkdVizError:
                 row["status"] = "corrupt"
         ta = row["teacher_acc"]
@@ -242,7 +301,7 @@ def sweep_status(sweep_id: str, results: pd.DataFrame | None = None) -> dict[str
     done = int((df["status"] == "finished").sum())
     alive = runner_alive(sweep_id)
     state = "running" if alive else ("finished" if done == len(df) else "stopped")
-    current = df[df["status"].isin(["queued", "running"])]
+    current = df[df["status"].isin(["queued", "running"]) & ~df["remote"].astype(bool)]
     meta = json.loads((d / "sweep.json").read_text())
     return {
         "sweep_id": sweep_id,
@@ -252,6 +311,7 @@ def sweep_status(sweep_id: str, results: pd.DataFrame | None = None) -> dict[str
         "current": current.iloc[0]["run_id"] if len(current) else None,
         "spec": spec.model_dump(),
         "created": meta.get("created"),
+        "executor": (meta.get("executor") or {}).get("name", "local"),
         "error": rec.error if (rec := runner_progress(sweep_id)) is not None else None,
     }
 
@@ -348,7 +408,7 @@ def run_sweep(sweep_id: str, progress: Callable[[int, int, dict], None] | None =
         report(rec, "sweep", sweep_id, state="running", msg="starting", error=None, result=None)
 
         def tell(i: int, n: int, cell: dict) -> None:
-            what = f"{cell['teacher']} × {cell['method']} seed {cell['seed']}" if cell else "done"
+            what = _describe(cell)
             report(rec, "sweep", sweep_id, state="running", frac=min(i, n) / max(n, 1), msg=what)
             if progress:
                 progress(i, len(cells), cell)
@@ -367,48 +427,20 @@ def run_sweep(sweep_id: str, progress: Callable[[int, int, dict], None] | None =
     return result
 
 
+def _describe(cell: dict) -> str:
+    """A progress line: the cell (local), the executor's own message (``msg``), or ``done``."""
+    if cell.get("msg"):
+        return str(cell["msg"])
+    return f"{cell['teacher']} × {cell['method']} seed {cell['seed']}" if cell else "done"
+
+
 def _run_cells(
     d: Path, spec: SweepSpec, cells: list[dict], progress: Callable[[int, int, dict], None] | None
 ) -> str:
-    from dfkd_viz.runs import manager
-    from dfkd_viz.runs.store import ACTIVE_STATES
-
-    failed = 0
-    for i, cell in enumerate(cells):
-        if _STOP["flag"]:
-            return "stopped"
-        run_id = cell.get("run_id")
-        state = None
-        if run_id:
-            try:
-                state = manager.effective_status(run_id)["state"]
-            except DfkdVizError:  # deleted (UnknownNameError) or corrupt: distil the cell anew
-                run_id = None
-        if state == "finished":
-            continue
-        if progress:
-            progress(i, len(cells), cell)
-        if not run_id:
-            run_id = manager.create_run(spec.run_config(cell))
-            cell["run_id"] = run_id
-            write_json(d / "cells.json", cells)
-            manager.start_worker(run_id)
-        elif state not in ACTIVE_STATES:  # stopped or failed: continue from its checkpoint
-            manager.resume(run_id)
-        # (an active run: its worker outlived the previous runner; wait for it below)
-        while True:
-            st = manager.effective_status(run_id)
-            if st["state"] not in ACTIVE_STATES:
-                break
-            if _STOP["flag"]:
-                manager.stop(run_id, wait_s=30.0)
-                return "stopped"
-            time.sleep(0.5)
-        if st["state"] != "finished":
-            failed += 1
-    if progress:
-        progress(len(cells), len(cells), {})
-    return "incomplete" if failed else "finished"
+    """Hand the cells to the sweep's executor (:mod:`dfkd_viz.runs.executors`)."""
+    executor = get_executor(sweep_executor(d.name))
+    (d / "cell_progress.json").unlink(missing_ok=True)  # an earlier runner's reports are stale
+    return executor.run_cells(d, spec, cells, progress, stop=lambda: _STOP["flag"])
 
 
 def start_runner(sweep_id: str) -> int:
@@ -436,12 +468,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
 
     def log(i: int, n: int, cell: dict) -> None:
-        what = f"{cell['teacher']} × {cell['method']} seed {cell['seed']}" if cell else "done"
-        print(f"{time.strftime('%H:%M:%S')} cell {min(i + 1, n)}/{n}: {what}", flush=True)
+        if cell.get("msg"):
+            print(f"{time.strftime('%H:%M:%S')} {cell['msg']}", flush=True)
+            return
+        print(
+            f"{time.strftime('%H:%M:%S')} cell {min(i + 1, n)}/{n}: {_describe(cell)}", flush=True
+        )
 
     try:
         result = run_sweep(args[0], log)
     except SweepBusyError as exc:  # another runner has the sweep: leave its record alone
+        print(f"sweep {args[0]}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except DfkdVizError as exc:  # already in the progress record: one line in the log
         print(f"sweep {args[0]}: {exc}", file=sys.stderr, flush=True)
         return 2
     print(f"sweep {args[0]}: {result}", flush=True)

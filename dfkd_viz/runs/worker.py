@@ -32,7 +32,6 @@ import json
 import os
 import sqlite3
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -102,91 +101,130 @@ class StoreRecorder:
 
 
 class EmbeddingRecorder:
-    """Engine callbacks that fit the run's UMAP map of real ID / OOD data in a background thread,
-    place every snapshot's synthetic samples into it, and record the OOD-likeness of each snapshot
-    (:mod:`dfkd_viz.analysis.embedding`).
+    """Engine callbacks that place every snapshot's synthetic samples into the teacher's
+    reference map and record each snapshot's OOD-likeness.
 
-    UMAP's fit is single-threaded (a fixed ``random_state``): while it runs, torch gets one thread
-    fewer, so the fit has a core of its own instead of fighting the engine's threads (measured, 2
-    cores: a fit thread at low priority beside a 2-thread engine put the first map at ~60 s; a
-    core of its own, at 15 s — benchmarks/embedding_bench.py). All store writes happen on the engine's thread; the fitting thread
-    only computes."""
+    The map (UMAP of real ID / OOD test points in the teacher's feature space) is computed once per
+    teacher weights and OOD domain by a background job (:mod:`dfkd_viz.teachers.maps`); the worker
+    never imports UMAP and never fits. Placing a snapshot is a k-NN query and a weighted mean
+    (:class:`~dfkd_viz.analysis.embedding.KnnPlacer`, milliseconds). When the map is not stored yet,
+    the recorder starts its job (low priority, one thread), keeps the features of up to
+    :attr:`MAX_PENDING` snapshots (the oldest are dropped beyond that), checks for the map file
+    with one ``stat`` per snapshot, and places the kept snapshots as soon as it appears; after the
+    run it waits for the job a while (:meth:`finish`). Every store write happens on the engine's
+    thread."""
 
-    def __init__(self, writer: RunWriter, engine, seed: int = 0) -> None:
-        from dfkd_viz.analysis.embedding import EmbeddingMap, reference_set
+    MAX_PENDING = 100
+    """Snapshots whose features are kept while the map is being computed (64 × D floats each)."""
+
+    def __init__(self, writer: RunWriter, teacher_id: str, domain: str | None) -> None:
+        from dfkd_viz.teachers.maps import map_file, start_map, teacher_digest
 
         self.w = writer
-        ev = engine.evals
-        # an out-of-domain run maps the student's domain as the "OOD" side of the map
-        other = ev.student_test if ev.student_test is not None else ev.ood_test
-        self.ref = reference_set(engine.teacher, ev.id_test, other, seed=seed)
-        self.map = EmbeddingMap(self.ref, seed=seed)
-        self.pending: dict[int, object] = {}
-        self.written = False
+        self.teacher_id = teacher_id
+        self.domain = domain
+        self.placer = None
+        self.pending: dict[int, tuple[object, float]] = {}
+        self.dropped = 0
         self.error: str | None = None
         self.t0 = time.perf_counter()
-        import torch
-
-        self._torch_threads = torch.get_num_threads()
-        if self._torch_threads > 1:
-            torch.set_num_threads(self._torch_threads - 1)
-        self.thread = threading.Thread(target=self._fit, name="umap-fit", daemon=True)
-        self.thread.start()
-
-    def _restore_threads(self) -> None:
-        import torch
-
-        if torch.get_num_threads() != self._torch_threads:
-            torch.set_num_threads(self._torch_threads)
-
-    def _fit(self) -> None:
+        self.path: Path | None = None
+        self.digest: str | None = None
         try:
-            self.map.fit()
+            self.digest = teacher_digest(teacher_id)
+            self.path = map_file(self.digest, domain)
+            if not self.path.exists():
+                pid = start_map(teacher_id, domain or "none", self.digest)
+                if pid:
+                    writer.add_event(
+                        f"the reference map of {teacher_id} ({domain or 'no OOD domain'}) is not "
+                        f"computed yet: computing it in the background (job {pid}, low priority); "
+                        "snapshots are placed as soon as it is ready"
+                    )
         except Exception as exc:  # the map is an observation: it never fails the run
-            self.error = _one_line(exc)
+            self._give_up(exc)
 
     def attach(self, engine) -> None:
         engine.add_callback("on_samples", self.on_samples)
-        engine.add_callback("on_step", self.on_step)
         engine.add_callback("on_end", self.on_end)
 
-    def _flush_map(self) -> None:
-        if self.written or self.thread.is_alive():
-            return
-        self.written = True
-        self._restore_threads()
-        if self.error or self.map.coords is None:
-            self.w.add_event(f"embedding map failed: {self.error}", "warning")
-            return
-        self.w.set_reference(self.ref.source, self.ref.labels, self.ref.images, self.map.coords)
-        for step, feats in self.pending.items():
-            self.w.set_embedding(step, self.map.place(feats))
+    def _give_up(self, exc: BaseException) -> None:
+        self.error = _one_line(exc)
+        self.path = None
+        self.pending.clear()
+        self.w.add_event(f"embedding map unavailable: {self.error}", "warning")
+
+    def ready(self) -> bool:
+        """True once the map is loaded; checks for its file (one ``stat``) until then, and on
+        finding it copies its reference points into the run store and places the kept
+        snapshots."""
+        if self.placer is not None:
+            return True
+        if self.path is None or not self.path.exists():
+            return False
+        from dfkd_viz.teachers.maps import load_map_file
+
+        try:
+            m = load_map_file(self.path)
+            if m is None:
+                raise ValueError(f"the map file {self.path.name} is unreadable")
+            self.w.set_reference(m.source, m.labels, m.png, m.coords)
+            self.placer = m.placer()
+            for step, (feats, wall_s) in sorted(self.pending.items()):
+                self._place(step, feats, wall_s)
+        except Exception as exc:  # the map is an observation: it never fails the run
+            self._give_up(exc)
+            return False
+        n = len(self.pending)
         self.pending.clear()
         self.w.add_event(
-            f"embedding map of {len(self.ref.source)} real points ready after {time.perf_counter() - self.t0:.1f} s"
+            f"embedding map of {len(m.source)} real points in use after "
+            f"{time.perf_counter() - self.t0:.1f} s ({n} waiting snapshot(s) placed"
+            + (f", {self.dropped} dropped" if self.dropped else "")
+            + ")"
         )
+        return True
+
+    def _place(self, step: int, feats, wall_s: float) -> None:
+        xy, like = self.placer.place_and_score(feats)
+        self.w.set_embedding(step, xy)
+        self.w.add_metrics(step, wall_s, {"ood_likeness": float((like > 0.5).mean())}, commit=True)
 
     def on_samples(self, engine, snap: Snapshot) -> None:
         feats = snap.features
-        if feats is None:
+        if feats is None or self.path is None:
             return
-        like = self.map.ood_likeness(feats)
-        self.w.add_metrics(
-            snap.step, engine.wall_s, {"ood_likeness": float((like > 0.5).mean())}, commit=True
-        )
-        if self.written and self.map.coords is not None:
-            self.w.set_embedding(snap.step, self.map.place(feats))
-        else:
-            self.pending[snap.step] = feats
-            self._flush_map()
-
-    def on_step(self, engine, p: dict) -> None:
-        if not self.written and not self.thread.is_alive():
-            self._flush_map()
+        if self.ready():
+            self._place(snap.step, feats, engine.wall_s)
+            return
+        self.pending[snap.step] = (feats, engine.wall_s)
+        while len(self.pending) > self.MAX_PENDING:
+            del self.pending[min(self.pending)]
+            self.dropped += 1
 
     def on_end(self, engine, p: dict) -> None:
-        self.thread.join(timeout=180)
-        self._flush_map()
+        self.ready()
+
+    def finish(self, timeout_s: float = 600.0, stop=lambda: False) -> None:
+        """After the run: while snapshots wait for a map that is being computed, wait for it (up
+        to ``timeout_s``, or until ``stop()``, or until its job ends without a map) and place
+        them."""
+        if self.path is None or not self.pending or self.ready():
+            return
+        from dfkd_viz.teachers.maps import progress_for
+
+        self.w.add_event(f"waiting for the reference map to place {len(self.pending)} snapshot(s)")
+        deadline = time.time() + timeout_s
+        while time.time() < deadline and not stop():
+            if self.ready():
+                return
+            rec = progress_for(self.digest, self.domain)
+            if rec is None or rec.state in ("failed", "stopped"):
+                why = rec.error if rec is not None and rec.error else "its job is not running"
+                self.w.add_event(f"no embedding map for this run: {why}", "warning")
+                return
+            time.sleep(0.5)
+        self.ready()
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -242,6 +280,8 @@ def run_worker(run_dir: str | Path, resume: bool = False) -> int:
             )
         torch.manual_seed(cfg.seed)
         engine = build_engine(cfg, device)
+        if engine.amp.warning:  # bf16 asked for where it is not native: the run is fp32
+            writer.add_event(engine.amp.warning, "warning")
         _STOP["engine"] = engine
         if _STOP["flag"]:
             engine.request_stop("signal")
@@ -257,8 +297,13 @@ def run_worker(run_dir: str | Path, resume: bool = False) -> int:
                 writer.add_event("no checkpoint to resume from: starting at step 0", "warning")
         recorder = StoreRecorder(writer, run_dir, getattr(engine.defense, "score_name", None))
         recorder.attach(engine)
+        emb = None
         if cfg.embedding:
-            EmbeddingRecorder(writer, engine, cfg.seed).attach(engine)
+            # an out-of-domain run maps the student's domain as the "OOD" side of the map
+            emb = EmbeddingRecorder(
+                writer, cfg.teacher, cfg.student_domain or engine.evals.ood_domain
+            )
+            emb.attach(engine)
         writer.set_status(phase=engine.ctx.phase, total_steps=cfg.steps, budget_s=cfg.seconds)
         final = engine.run()
         writer.flush()
@@ -274,6 +319,9 @@ def run_worker(run_dir: str | Path, resume: bool = False) -> int:
         writer.add_event(
             f"{state} at step {final['step']} after {final['wall_s']:.1f} s: ID accuracy {final.get('id_acc', 0):.1%}"
         )
+        if emb is not None:  # snapshots still waiting for the teacher's map: place them later
+            with contextlib.suppress(Exception):  # the run's recorded end stands, whatever happens
+                emb.finish(stop=lambda: _STOP["flag"])
         return 0
     except BaseException as exc:  # the run must end in a recorded state, whatever happened
         msg = _one_line(exc)

@@ -5,7 +5,9 @@ train).
 (:mod:`dfkd_viz.jobs`); the job trains the teachers one after another and reports each one's
 progress in ``DFKD_VIZ_HOME/teachers/.<id>.progress.json`` (a :class:`~dfkd_viz.jobs.JobProgress`:
 ``state`` queued | running | done | failed, ``frac`` in [0, 1], ``msg``, ``error``), which
-:func:`training_progress` reads with liveness applied (a vanished process reads as failed).
+:func:`training_progress` reads with liveness applied (a vanished process reads as failed). Each
+trained teacher's reference map is then started as a job of its own
+(:func:`dfkd_viz.teachers.maps.start_map`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def training_progress(teacher_id: str) -> JobProgress | None:
 
 def main(ids: list[str]) -> int:
     """Entry point of the job process: train ``ids`` in turn; exit code 1 if any failed."""
+    from dfkd_viz.teachers.maps import start_maps_quietly
     from dfkd_viz.teachers.zoo import train_teacher
 
     rc = 0
@@ -68,6 +71,7 @@ def main(ids: list[str]) -> int:
         try:
             c = train_teacher(tid, progress=progress)
             report(path, KIND, tid, state="done", frac=1.0, msg=f"ID accuracy {c['id_acc']:.1%}")
+            start_maps_quietly([tid])  # its reference map, in its own low-priority job
         except Exception as exc:  # recorded for the page; the next teacher still trains
             report(path, KIND, tid, state="failed", frac=0.0, error=str(exc).splitlines()[0])
             rc = 1

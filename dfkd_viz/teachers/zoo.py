@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -156,7 +157,7 @@ def _family_zoo() -> list[TeacherSpec]:
         ),
         TeacherSpec(
             id="mnist-resnet8-ls",
-            arch="resnet8",
+            arch="resnet8s",
             label_smoothing=0.3,
             seed=1,
             description="ResNet-8 on MNIST with label smoothing 0.3 (soft, low-confidence outputs).",
@@ -189,6 +190,24 @@ def _family_zoo() -> list[TeacherSpec]:
     ]
 
 
+def _colour_zoo() -> list[TeacherSpec]:
+    """32×32 colour teachers (``default: false``: minutes of training on 2 CPU cores)."""
+    return [
+        TeacherSpec(
+            id="mnistm32-wrn16_2",
+            kind="clean",
+            dataset="mnistm32",
+            arch="wrn16_2",
+            default=False,
+            ood_domain="mnist",
+            epochs=2,
+            augment_shift=2,
+            description="WRN-16-2 (CMI's layout) on MNIST-M-style 32×32 colour digits; OOD domain: "
+            "the plain grey MNIST digits.",
+        ),
+    ]
+
+
 _EXTRA: dict[str, TeacherSpec] = {}
 
 
@@ -201,7 +220,7 @@ def register_teacher(spec: TeacherSpec) -> TeacherSpec:
 
 
 def _base_specs() -> list[TeacherSpec]:
-    return _mnist_zoo() + _fashion_zoo() + _family_zoo()
+    return _mnist_zoo() + _fashion_zoo() + _family_zoo() + _colour_zoo()
 
 
 def specs() -> list[TeacherSpec]:
@@ -231,9 +250,54 @@ def _read_card(teacher_id: str) -> dict | None:
     if not p.exists() or not weights_path(teacher_id).exists():
         return None
     try:
-        return json.loads(p.read_text())
+        c = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    return migrate_card(teacher_id, c) if isinstance(c, dict) else None
+
+
+#: architecture names that changed meaning: old name → the name of the old model now
+RENAMED_ARCHS = {"resnet8": "resnet8s"}
+
+
+@functools.lru_cache(maxsize=8)
+def _arch_keys(arch: str) -> frozenset[str]:
+    with torch.random.fork_rng(devices=[]):  # building a model must not move the global RNG
+        return frozenset(create_model(arch).state_dict())
+
+
+def _weight_keys(path: Path) -> set[str] | None:
+    """The tensor names of a safetensors file (its header only), or None when it does not parse."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return set(f.keys())
+    except Exception:  # untrusted bytes: an unreadable file is simply not migrated
+        return None
+
+
+def migrate_card(teacher_id: str, c: dict) -> dict:
+    """Migrate a card written before an architecture was renamed, on read.
+
+    ``resnet8`` named this project's 28×28 3-stage ``ResNetSmall(blocks=1)`` until CMI's CIFAR
+    ResNet-8 took the name; that model is now ``resnet8s``. A card with ``arch: "resnet8"`` whose
+    stored weights have exactly ``resnet8s``'s tensor names (``stages.*``, ``fc.*``; CMI's layout
+    is ``conv1``, ``layer1``…) gets ``arch: "resnet8s"`` (and ``arch_renamed_from: "resnet8"``),
+    and the card is rewritten atomically so the next read is plain (best effort: a read-only zoo
+    is migrated in memory on every read). Cards whose weights have CMI's layout are left alone.
+    Returns the (possibly migrated) card.
+    """
+    new = RENAMED_ARCHS.get(c.get("arch"))
+    if new is None:
+        return c
+    keys = _weight_keys(weights_path(teacher_id))
+    if keys is None or keys != _arch_keys(new):
+        return c
+    c = {**c, "arch": new, "arch_renamed_from": c["arch"]}
+    with contextlib.suppress(OSError):
+        write_json(card_path(teacher_id), c, indent=2)
+    return c
 
 
 def _user_ids() -> list[str]:

@@ -2,8 +2,9 @@
 Self-Retrospection trigger δ, and the trigger-localisation curve over training.
 
 Attribution maps arrive as ``(N, H, W)`` floats ≥ 0 (:func:`dfkd_viz.analysis.saliency.attribute`);
-images as ``(N, C, H, W)`` or ``(N, H, W)``, uint8 in [0, 255] or float in [0, 1]. The mosaic is a
-single ``go.Image`` (one trace whatever the number of tiles: cheap to send and draw).
+images as ``(N, C, H, W)`` (C = 1 or 3: grey or colour) or ``(N, H, W)``, uint8 in [0, 255] or
+float in [0, 1]. The mosaic is a single ``go.Image`` (one trace whatever the number of tiles: cheap
+to send and draw); colour images stay in colour, in the image row and under the overlays.
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ TILE_PAD = 2
 LOC_COLOR = "#7c3aed"
 
 
-def _gray01(images: np.ndarray) -> np.ndarray:
-    """``(N, H, W)`` float in [0, 1] from ``(N, C, H, W)`` / ``(N, H, W)`` uint8 or float."""
+def _rgb01(images: np.ndarray) -> np.ndarray:
+    """``(N, H, W, 3)`` float in [0, 1] from ``(N, C, H, W)`` (C = 1 or 3) / ``(N, H, W)`` uint8
+    or float: grey images repeated over the three channels, colour images as they are."""
     a = np.asarray(images)
     a = a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a.astype(np.float64)
-    if a.ndim == 4:
-        a = a.mean(1)
-    if a.ndim != 3:
-        raise ValueError(f"expected (N, C, H, W) or (N, H, W) images, got shape {a.shape}")
-    return np.clip(a, 0.0, 1.0)
+    if a.ndim == 3:
+        a = a[:, None]
+    if a.ndim != 4 or a.shape[1] not in (1, 3):
+        raise ValueError(
+            f"expected (N, C, H, W) images with C = 1 or 3, or (N, H, W), got shape {a.shape}"
+        )
+    a = np.repeat(a, 3, 1) if a.shape[1] == 1 else a
+    return np.clip(a.transpose(0, 2, 3, 1), 0.0, 1.0)
 
 
 def heat_rgb(attr: np.ndarray) -> np.ndarray:
@@ -50,9 +55,10 @@ def heat_rgb(attr: np.ndarray) -> np.ndarray:
 
 
 def overlay_rgb(images: np.ndarray, attr: np.ndarray, context: float = 0.35) -> np.ndarray:
-    """Heat colours of ``attr`` ``(N, H, W)`` with the grey ``images`` faintly underneath (weight
-    ``context``) so the digit stays recognisable: ``(N, H, W, 3)`` uint8."""
-    g = _gray01(images)[..., None] * 255.0 * context
+    """Heat colours of ``attr`` ``(N, H, W)`` with the ``images`` (grey or colour) faintly
+    underneath (weight ``context``, the larger value per channel wins) so the digit stays
+    recognisable: ``(N, H, W, 3)`` uint8."""
+    g = _rgb01(images) * 255.0 * context
     heat = heat_rgb(attr).astype(np.float64)
     return np.maximum(heat, g).round().clip(0, 255).astype(np.uint8)
 
@@ -68,13 +74,13 @@ def saliency_mosaic(
     as a single image; row names on the left, ``captions`` (one per column) below.
 
     Raises ValueError if a map's shape does not match the images."""
-    g = _gray01(images)
-    n, h, w = g.shape
-    rows = [np.repeat((g * 255).round().astype(np.uint8)[..., None], 3, -1)]
+    g = _rgb01(images)
+    n, h, w = g.shape[:3]
+    rows = [(g * 255).round().astype(np.uint8)]
     for name, m in maps.items():
         if np.asarray(m).shape != (n, h, w):
             raise ValueError(f"map {name!r} has shape {np.asarray(m).shape}, expected {(n, h, w)}")
-        rows.append(overlay_rgb(g, m))
+        rows.append(overlay_rgb(images, m))
     p = TILE_PAD
     mosaic = np.full((len(rows) * (h + p) + p, n * (w + p) + p, 3), 255, dtype=np.uint8)
     for r, tiles in enumerate(rows):
