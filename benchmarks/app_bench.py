@@ -108,6 +108,7 @@ def main() -> None:
         t0 = time.perf_counter()
         page.get_by_role("button", name="Start demo").click()
         page.wait_for_url("**/live?run=*", timeout=120000)
+        live_url_s = time.perf_counter() - t0
         page.wait_for_selector(".js-plotly-plot", timeout=120000)
         first_curve_s = time.perf_counter() - t0
         demo_id = page.url.split("run=")[1]
@@ -137,6 +138,7 @@ def main() -> None:
         # server launch → home page rendered in the browser (Chromium's own start not counted)
         "cold_start_s": round(server_ready_s + home_s, 2),
         "first_curve_s": round(first_curve_s, 2),
+        "live_url_s": round(live_url_s, 2),  # Start demo → the Live page's URL (launch done)
         "fragments": {
             k: {
                 "n": len(v),

@@ -27,6 +27,12 @@ from dfkd_viz.runs.config import validate_config
 from dfkd_viz.teachers import train_teacher
 
 
+def load_avg() -> str:
+    """The 1 / 5 / 15-minute load average now, as text (a shared machine slows every figure:
+    each benchmark records it next to its measurements)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
     try:

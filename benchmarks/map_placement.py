@@ -42,11 +42,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from machine import load_avg  # noqa: E402
+
 RUNS = {"clean-dfq": "mnist-clean", "ntl-trap": "mnist-ntl-watermark"}
-
-
-def load_avg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def snapshot_features(preset: str, steps: int) -> list[np.ndarray]:

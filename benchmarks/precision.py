@@ -46,11 +46,12 @@ from dfkd_viz.data.datasets import ImageDataset
 from dfkd_viz.distill import Budget, Engine, EngineSettings, EvalSuite, create_method
 from dfkd_viz.distill.precision import cpu_has_bf16
 from dfkd_viz.models import Generator, create_model, default_size
+from dfkd_viz.models.cifar import CIFAR10_MEAN, CIFAR10_STD
 from dfkd_viz.runs.build import set_threads
 from dfkd_viz.teachers import train_teacher
 
 PRECISIONS = ("fp32", "bf16")
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+CIFAR_MEAN, CIFAR_STD = CIFAR10_MEAN, CIFAR10_STD  # the statistics CMI trains with
 
 
 def load1() -> float:

@@ -5,6 +5,7 @@ import streamlit as st
 from dfkd_viz.data import domain_names
 from dfkd_viz.distill.defenses import DEFENSES
 from dfkd_viz.distill.methods import METHODS
+from dfkd_viz.distill.precision import PRECISIONS
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.runs import manager
 from dfkd_viz.runs.config import MAX_SECONDS, MAX_STEPS, validate_config
@@ -148,10 +149,12 @@ with left:
         )
         precision = a4.selectbox(
             "Precision",
-            ["fp32", "bf16", "fp16"],
-            key="precision",
+            PRECISIONS,
+            index=PRECISIONS.index(base.get("precision", "fp32")),
+            key=f"precision_{preset}",
             help="forward passes under bf16/fp16 autocast (weights stay fp32); fp16 needs a CUDA "
-            "GPU; bf16 falls back to fp32 on a CPU without native bf16",
+            "GPU; bf16 falls back to fp32 on a CPU without native bf16; auto = bf16 where the CPU "
+            "has it natively, else fp32",
         )
         threads = a5.number_input(
             "CPU threads (0 = all cores)", min_value=0, max_value=256, value=0, key="threads"

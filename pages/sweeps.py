@@ -1,5 +1,6 @@
-"""Sweeps: grids of teachers × methods × seeds run one after another in the background — start
-one, follow it, and compare the methods' stability (box plot, per-teacher view, best / worst)."""
+"""Sweeps: grids of teachers × methods × seeds run in the background — here one after another, or
+on a Ray cluster — start one, follow it, and compare the methods' stability (box plot, per-teacher
+view, best / worst)."""
 
 import pandas as pd
 import streamlit as st
@@ -8,14 +9,15 @@ from dfkd_viz import viz
 from dfkd_viz.distill.methods import METHODS
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.runs import sweep as sw
-from dfkd_viz.runs.executors import ray_installed
+from dfkd_viz.runs.executors import EXECUTORS, ray_installed
 from pages import _ui as ui
 
 ui.page_setup()
 st.title("Sweeps")
 st.caption(
-    "A sweep distils every teacher × method × seed, one run after another, in a background "
-    "process (resumable; each run is an ordinary run of the store). The result of a run is the "
+    "A sweep distils every teacher × method × seed in a background process — here one run after "
+    "another, or several at a time on a Ray cluster (resumable; each run is an ordinary run of "
+    "the store). The result of a run is the "
     "student's ID accuracy **relative to its teacher's**: the spread and the worst case across "
     "teachers and seeds measure a method's stability."
 )
@@ -35,13 +37,14 @@ def _new_sweep_form() -> None:
         steps = c2.number_input("Steps per run", 1, 100_000, 200, step=50)
         threads = c3.number_input("Torch threads per run (0 = all cores)", 0, 64, 0)
         has_ray = ray_installed()
+        labels = {
+            "local": "here, one after another",
+            "ray": "on a Ray cluster" + ("" if has_ray else " (pip install -e '.[ray]')"),
+        }
         where = st.radio(
             "Run the cells",
-            ["local", "ray"],
-            format_func=lambda x: {
-                "local": "here, one after another",
-                "ray": "on a Ray cluster" + ("" if has_ray else " (pip install 'dfkd-viz[ray]')"),
-            }[x],
+            EXECUTORS.names(),
+            format_func=lambda x: labels.get(x, x),
             horizontal=True,
             help="Ray: one task per run on a Ray cluster (docs/scale-out.md); the finished runs "
             "come back into this machine's run store",
@@ -53,7 +56,7 @@ def _new_sweep_form() -> None:
             placeholder="HOST:PORT",
             help="empty: RAY_ADDRESS, else a Ray instance started on this machine for the sweep",
         )
-        cpus = r2.number_input("Ray CPUs per run", 0.1, 1024.0, 1.0, step=1.0)
+        cpus = r2.number_input("Ray CPUs per run", 0.0001, 1024.0, 1.0, step=1.0, format="%g")
         gpus = r3.number_input("Ray GPUs per run", 0.0, 64.0, 0.0, step=1.0)
         # (a form sends its values only on submit: no live run count on the button)
         submitted = st.form_submit_button(
@@ -77,7 +80,7 @@ def _new_sweep_form() -> None:
                     "gpus_per_run": gpus,
                 }
                 if where == "ray"
-                else None,
+                else {"name": where},
             )
             sw.start_runner(sweep_id)
         except DfkdVizError as exc:
@@ -168,6 +171,14 @@ def sweep_view(sweep_id: str) -> None:
     ):
         ui.go("live", status["current"])
 
+    failed = df[(df["status"] == "failed") & df["error"].notna()]
+    if len(failed):  # why each failed cell failed (a Ray cell's run may never have arrived)
+        st.caption(f"{len(failed)} run(s) failed:")
+        st.dataframe(
+            failed[["teacher", "method", "seed", "node", "run_id", "error"]],
+            hide_index=True,
+            key="sweep_failed",
+        )
     summ = sw.summarize(df)
     if not summ["methods"]:
         st.info("No run has finished yet; results appear here as runs finish.")
@@ -219,6 +230,7 @@ def sweep_view(sweep_id: str) -> None:
     st.dataframe(show, key="sweep_table")
     st.caption("Mean over seeds (and the worst seed), student ID accuracy in % of the teacher's.")
     cols = ["teacher", "method", "seed", "status", "step", "id_acc", "rel_acc", "node", "run_id"]
+    cols += ["error"]
     runs = df[cols].copy()
     runs["id_acc"] = (100 * runs["id_acc"].astype(float)).round(2)
     runs["rel_acc"] = (100 * runs["rel_acc"].astype(float)).round(2)

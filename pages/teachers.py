@@ -295,8 +295,12 @@ for row in range(0, len(cards), 2):
                     and line != "reference map: ready"
                     and st.button("Compute its reference map", key=f"map_{c['id']}")
                 ):
-                    start_map(c["id"])
-                    st.rerun()
+                    try:
+                        start_map(c["id"])
+                    except (DfkdVizError, OSError) as exc:
+                        st.error(f"Could not start the map job: {exc}")
+                    else:
+                        st.rerun()
             for label, imgs in examples(
                 c["dataset"], c.get("ood_domain"), c.get("trigger")
             ).items():

@@ -35,11 +35,13 @@ from pathlib import Path
 
 import torch
 
+from dfkd_viz.models.cifar import CIFAR10_MEAN, CIFAR10_STD
+
 NO_GPU = 3
 NO_GPU_MESSAGE = (
     "no CUDA GPU found: gpu-check measures the GPU path; on this machine use make bench"
 )
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+CIFAR_MEAN, CIFAR_STD = CIFAR10_MEAN, CIFAR10_STD  # the statistics CMI trains with
 
 
 def _precisions(wanted: list[str]) -> list[str]:

@@ -140,6 +140,84 @@ def test_live_page_for_a_running_run(home):
         proc.wait()
 
 
+def _add_per_class(run_dir, steps, k=10):
+    """Per-class records as the worker writes them: the run's constants at step 0, then
+    per-class ID / OOD accuracy, per-class ASR (target 0) and both confusion matrices at
+    ``steps``."""
+    rng = np.random.default_rng(1)
+    w = RunWriter(run_dir)
+    counts = rng.integers(80, 120, k)
+    w.add_per_class(0, {"teacher_id_acc": rng.uniform(0.9, 1, k), "id_count": counts})
+    for s in steps:
+        conf = rng.integers(0, 10, (k, k)) + np.diag(counts)
+        asr = rng.random(k)
+        asr[0] = np.nan
+        w.add_per_class(
+            s,
+            {
+                "id_acc": np.diag(conf) / conf.sum(1),
+                "ood_acc": rng.random(k),
+                "asr": asr,
+                "id_confusion": conf,
+                "teacher_confusion": conf.T,
+            },
+        )
+    w.close()
+
+
+def _figures(at) -> dict[str, dict]:
+    """The page's plotly figures by title."""
+    out = {}
+    for el in at.get("plotly_chart"):
+        fig = json.loads(el.proto.spec)
+        out[fig["layout"].get("title", {}).get("text", "")] = fig
+    return out
+
+
+def test_live_page_draws_per_class_heatmap_and_confusion_matrix(home):
+    rid = _make_run(home, "20260101-000000-dfq-pcpc")
+    _add_per_class(home / "runs" / rid, steps=(2, 6))  # evaluations at 2 and 6 (none at 4)
+    at = _run_page("pages/live.py", rid)
+    _assert_clean(at)
+    figs = _figures(at)
+    heat = figs["Student ID accuracy per class"]
+    assert [t["type"] for t in heat["data"]] == ["heatmap", "heatmap"]
+    assert heat["data"][0]["x"] == [2, 6] and heat["data"][1]["x"] == ["teacher"]
+    assert "Student vs true label at step 6" in figs  # the latest snapshot's step
+    # the slider's step 4 → the nearest evaluation at or before it, step 2; then the teacher view
+    at.select_slider(key="snap_step").set_value(4).run()
+    assert "Student vs true label at step 2" in _figures(at)
+    at.radio(key="pc_confusion").set_value("teacher_confusion").run()
+    _assert_clean(at)
+    conf = _figures(at)["Student vs teacher prediction at step 2"]
+    assert conf["layout"]["yaxis"]["title"]["text"] == "teacher prediction"
+    at.radio(key="pc_metric").set_value("asr").run()
+    _assert_clean(at)
+    asr = _figures(at)["Attack success rate per source class"]
+    assert len(asr["data"]) == 1 and asr["data"][0]["z"][0] == [None, None]  # the target row
+    # a new evaluation: the page reads just that one and adds its column
+    w = RunWriter(home / "runs" / rid)
+    w.add_per_class(8, {"id_acc": np.full(10, 0.5), "asr": np.full(10, 0.25)})
+    w.add_metrics(8, 1.6, {"id_acc": 0.5}, commit=True)
+    w.close()
+    at.run()
+    _assert_clean(at)
+    assert _figures(at)["Attack success rate per source class"]["data"][0]["x"] == [2, 6, 8]
+
+
+def test_live_page_of_a_run_from_before_per_class_records(home):
+    import sqlite3
+
+    rid = _make_run(home, "20260101-000000-dfq-0ld0")
+    con = sqlite3.connect(home / "runs" / rid / "run.db")  # a version-2 store: no such table
+    con.execute("DROP TABLE per_class")
+    con.commit()
+    con.close()
+    at = _run_page("pages/live.py", rid)
+    _assert_clean(at)
+    assert len(at.get("plotly_chart")) == 4 and "Per class" not in [h.value for h in at.subheader]
+
+
 def test_failed_run_shows_its_error_and_resume(home):
     rid = _make_run(home, "20260101-000000-dfq-cccc", state="failed", error="RuntimeError: boom")
     at = _run_page("pages/live.py", rid)

@@ -402,3 +402,22 @@ def test_dfq_from_an_imported_wrn16_2_into_a_wrn16_1(home, cifar10, tmp_path):
     assert out["status"] == "finished" and out["steps"] == 2, out
     cfg = json.loads((home / "runs" / out["run_id"] / "config.json").read_text())
     assert (cfg["teacher"], cfg["student"], cfg["method"]) == (tid, "wrn16_1", "dfq")
+
+
+def test_safetensors_whose_header_length_starts_like_a_pickle(tmp_path):
+    """A safetensors header length of 128 modulo 256 makes byte 0 0x80, the pickle protocol
+    opcode: such a file is still read as safetensors."""
+    from safetensors.torch import save
+
+    sd = create_model("resnet8", num_classes=10).state_dict()
+    for pad in range(512):
+        blob = save({k: v.contiguous() for k, v in sd.items()}, metadata={"pad": "x" * pad})
+        if blob[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a header length of 128 modulo 256")
+    p = tmp_path / "teacher.safetensors"
+    p.write_bytes(blob)
+    ck = read_checkpoint(p)
+    assert (ck.format, ck.layout) == ("safetensors", "safetensors")
+    assert set(ck.state) == set(sd)

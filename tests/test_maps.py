@@ -165,6 +165,41 @@ def test_worker_places_waiting_snapshots_once_the_map_appears(trained_home, monk
     w.close()
 
 
+def test_no_map_job_where_map_jobs_are_switched_off(trained_home, monkeypatch):
+    """With ``DFKD_VIZ_MAP_JOBS=0`` (a Ray cell) and no map file, the recorder starts no job,
+    keeps no features and does not wait; a map file already there is used."""
+    from dfkd_viz.runs.store import RunReader, RunWriter
+    from dfkd_viz.runs.worker import EmbeddingRecorder
+    from dfkd_viz.teachers import maps
+
+    monkeypatch.setenv(maps.MAP_JOBS_ENV, "0")
+    assert not maps.map_jobs_allowed()
+    assert maps.start_map("mnist-clean") is None  # nothing started
+    w = RunWriter(trained_home / "runs" / "r2")
+    rec = EmbeddingRecorder(w, "mnist-clean", "mnist-m")
+    feats = np.zeros((4, 168), np.float32)
+    snap = Snapshot(
+        step=1,
+        images=np.zeros((4, 1, 28, 28), np.uint8),
+        teacher_label=np.zeros(4, int),
+        confidence=np.ones(4),
+        features=feats,
+    )
+    rec.on_samples(types.SimpleNamespace(wall_s=1.0), snap)
+    assert rec.path is None and rec.pending == {} and not rec.waiting()
+    w.flush()
+    with RunReader(trained_home / "runs" / "r2") as r:
+        assert any("DFKD_VIZ_MAP_JOBS=0" in e for e in r.events()["message"])
+    w.close()
+    digest = maps.teacher_digest("mnist-clean")
+    maps.save_map(maps.map_file(digest, "mnist-m"), _map_for((digest, "mnist-m")))
+    w = RunWriter(trained_home / "runs" / "r3")
+    rec = EmbeddingRecorder(w, "mnist-clean", "mnist-m")
+    rec.on_samples(types.SimpleNamespace(wall_s=1.0), snap)
+    assert rec.placer is not None
+    w.close()
+
+
 @pytest.mark.slow
 def test_first_use_starts_one_map_job_whose_file_is_reused(trained_home, monkeypatch, tiny_run):
     """A run whose teacher has no map starts the job (jobs layer, low priority); the job writes a

@@ -190,3 +190,18 @@ def test_cli_refuses_fp16_on_the_cpu():
     assert r.returncode == 2
     assert "fp16 needs a CUDA GPU" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch):
+    """``auto``: bf16 on a CPU with native bf16, fp32 on one without and on CUDA — never a
+    warning; the clean-dfq preset (Start demo) uses it."""
+    from dfkd_viz.runs.presets import preset_config
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    p = Precision("auto", "cpu")
+    assert (p.requested, p.name, p.dtype, p.warning) == ("auto", "bf16", torch.bfloat16, None)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    p = Precision("auto", "cpu")
+    assert (p.name, p.dtype, p.warning) == ("fp32", None, None)
+    assert preset_config("clean-dfq")["precision"] == "auto"
+    assert validate_config(preset_config("clean-dfq"), check_teacher=False).precision == "auto"

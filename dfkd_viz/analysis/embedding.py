@@ -7,21 +7,25 @@ a few thousand points) by :func:`fit_umap`. The map depends only on the teacher'
 OOD domain, so it is fitted **once per teacher** in a background job
 (:mod:`dfkd_viz.teachers.maps`) and reused by every run; a run never imports UMAP.
 
-**Placing** synthetic samples into the fixed map (:class:`KnnPlacer`) is the out-of-sample
+**Placing** synthetic samples into the fixed map (:class:`KnnPlacer`) follows the out-of-sample
 initialisation UMAP's own ``transform`` starts from (McInnes, Healy & Melville 2018, *UMAP*, §3;
-umap-learn ``umap/umap_.py``: ``smooth_knn_dist``, ``compute_membership_strengths``,
-``init_transform`` / ``init_graph_transform``), written in numpy: a new point's ``k`` nearest
-reference points in feature space (scikit-learn ``NearestNeighbors``), membership weights
-``exp(−(d − ρ) / σ)`` with ρ the distance to the nearest one and σ found by a vectorised binary
-search so that the weights sum to ``log2 k`` (:func:`smooth_knn_dist`), and the weighted mean of
-those neighbours' map coordinates (:func:`knn_place`). A point identical to a reference point lands
-on it. UMAP's ``transform`` then refines that start with ``n_epochs / 3`` epochs of SGD; that
-refinement, and the numba compilation it needs, is what a run no longer pays. The reference
-points never move: every snapshot lands in the same map.
+umap-learn ``umap/umap_.py``: ``smooth_knn_dist``, ``init_graph_transform``), written in numpy: a
+new point's ``k`` nearest reference points in feature space (exact brute-force Euclidean search,
+:func:`nearest`, the neighbours scikit-learn's brute-force ``NearestNeighbors`` finds), membership
+weights ``exp(−max(d − ρ, 0) / σ)`` with σ found by a vectorised binary search so that the weights
+sum to ``log2 k`` (:func:`smooth_knn_dist`), and the weighted mean of those neighbours' map
+coordinates (:func:`knn_place`). Two differences from umap-learn's ``transform``, kept because they
+place a point nearer its closest real neighbour: ρ is the distance to the nearest neighbour (UMAP's
+fit-time local connectivity of 1; its ``transform`` uses ρ = 0) and the sum runs over all ``k``
+neighbours (umap-learn skips the first, which at fit time is the point itself); and where UMAP
+snaps a point to any neighbour of weight 1, here only a point at distance ~0 from a reference point
+lands on it. UMAP's ``transform`` then refines its start with ``n_epochs / 3`` epochs of SGD; that
+refinement, and the numba compilation it needs, is what a run no longer pays. The reference points
+never move: every snapshot lands in the same map.
 
 Agreement with UMAP's ``transform`` on real runs' synthetic features and the placement's cost are
-measured by ``benchmarks/map_placement.py`` (numbers in ``docs/results/performance.md``,
-"Placing synthetic samples"): PLACEMENT_RESULTS.
+measured by ``benchmarks/map_placement.py`` (``docs/results/performance.md``, "Placing synthetic
+samples in the teacher's map").
 
 The **OOD-likeness** of a synthetic sample is the share of OOD points among its ``k`` nearest real
 reference points in feature space; the run records, per snapshot, the share of synthetic samples

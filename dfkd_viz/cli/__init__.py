@@ -3,7 +3,7 @@
     dfkd-viz teachers list [--json]            the zoo's cards
     dfkd-viz teachers train ID... | --all      train (and cache) teachers, with progress
     dfkd-viz teachers show ID [--json]         one card
-    dfkd-viz teachers import FILE --arch A --dataset D [--id ID] [--num-classes K]
+    dfkd-viz teachers import FILE --dataset D [--arch A] [--id ID] [--num-classes K]
                  [--normalization dataset|none|MEAN/STD] [--ood-domain D] [--json]
                                                validate and add your own teacher (kind: user)
     dfkd-viz teachers delete ID                remove an imported teacher
@@ -15,10 +15,13 @@
     dfkd-viz data list [--json] | data delete NAME
     dfkd-viz presets [--json]                  named scenarios
     dfkd-viz run [--preset NAME] [--teacher ID] [--method NAME] [--defense NAME]
-                 [--steps N | --seconds S] [--seed K] [--device D] [--json] [--background]
+                 [--student ARCH] [--steps N | --seconds S] [--seed K] [--device D]
+                 [--precision fp32|bf16|fp16] [--json] [--background]
     dfkd-viz runs list|show|stop|resume|delete|export|compare  the run store
     dfkd-viz sweep --teachers ID... --methods NAME... [--seeds K...] [--steps N] [--json]
-                   [--background] | --resume SWEEP_ID   a grid of runs, one after another
+                   [--executor local|ray] [--background] | --resume SWEEP_ID
+                                               a grid of runs: here one after another, or
+                                               spread over a Ray cluster
     dfkd-viz sweeps list|show|stop                      the sweeps
     dfkd-viz worker RUN_DIR [--resume]         (internal) the detached worker
 

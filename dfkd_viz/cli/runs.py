@@ -218,6 +218,8 @@ def cmd_runs_show(args) -> int:
         print_json(info)
     else:
         for k, v in info.items():
+            if k.startswith("per_class_") and isinstance(v, list):  # class: percent
+                v = "  ".join(f"{c}: {fmt(x)}" for c, x in enumerate(v))
             print(f"{k:12} {v}")
     return 0
 
@@ -312,8 +314,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--device", choices=["auto", "cpu", "cuda"])
     r.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        help="forward passes in fp32 (default) or under bf16/fp16 autocast (fp16: CUDA only)",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        help="forward passes in fp32 (default) or under bf16/fp16 autocast (fp16: CUDA only); "
+        "auto = bf16 on a CPU with native bf16, else fp32",
     )
     r.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     r.add_argument("--batch-size", type=int)
@@ -371,7 +374,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def register_worker(sub: argparse._SubParsersAction) -> None:
     """The internal ``worker`` command (what a detached run executes), listed last."""
-    w = sub.add_parser("worker", help=argparse.SUPPRESS)
+    w = sub.add_parser("worker", help="(internal) the process a detached run executes")
     w.add_argument("run_dir")
     w.add_argument("--resume", action="store_true")
     w.set_defaults(func=cmd_worker)

@@ -11,6 +11,10 @@ from typing import Any
 from dfkd_viz.cli._common import Parser, print_json
 from dfkd_viz.errors import DfkdVizError
 
+STOP_WAIT_S = 90.0
+"""``sweeps stop``'s default wait, seconds: a local run's stop (up to 30 s), or on Ray the stop
+grace of the cells in flight (``STOP_GRACE_S``, 25 s) plus shipping their runs back."""
+
 
 def _sweep_report(sweep_id: str) -> dict[str, Any]:
     from dfkd_viz.runs.sweep import summarize, sweep_results, sweep_status
@@ -40,6 +44,9 @@ def _print_sweep_table(rep: dict[str, Any]) -> None:
         )
     if summ["best_method"]:
         print(f"most stable (highest minimum): {summ['best_method']}")
+    for r in rep.get("rows", []):
+        if r.get("status") == "failed" and r.get("error"):
+            print(f"failed: {r['teacher']} × {r['method']} seed {r['seed']}: {r['error']}")
 
 
 def cmd_sweep(args) -> int:
@@ -47,10 +54,13 @@ def cmd_sweep(args) -> int:
 
     from dfkd_viz.runs import sweep as sw
 
-    executor = _executor_options(args)
+    stored = None
+    if args.resume:
+        sw.load_sweep(args.resume)
+        stored = sw.sweep_executor(args.resume).name
+    executor = _executor_options(args, stored)
     if args.resume:
         sweep_id = args.resume
-        sw.load_sweep(sweep_id)
         if executor:  # resume elsewhere: the stored choice, updated by the options given
             sw.set_executor(sweep_id, {**sw.sweep_executor(sweep_id).model_dump(), **executor})
     else:
@@ -126,16 +136,26 @@ def cmd_sweep(args) -> int:
     return 0 if rep["state"] == "finished" else 1
 
 
-def _executor_options(args) -> dict[str, Any]:
-    """The executor options given on the command line (only those given)."""
+def _executor_options(args, stored: str | None = None) -> dict[str, Any]:
+    """The executor options given on the command line (only those given). ``stored``: the
+    executor of the sweep being resumed, which applies when ``--executor`` is not given.
+
+    Raises:
+        DfkdVizError: a Ray option (``--ray-address``, ``--cpus-per-run``, ``--gpus-per-run``)
+            for a sweep whose executor is not ``ray``.
+    """
     out: dict[str, Any] = {}
     if args.executor:
         out["name"] = args.executor
     for key in ("ray_address", "cpus_per_run", "gpus_per_run"):
         if getattr(args, key) is not None:
             out["address" if key == "ray_address" else key] = getattr(args, key)
-    if set(out) - {"name"} and out.get("name", "ray" if args.resume else "local") != "ray":
-        raise DfkdVizError("--ray-address, --cpus-per-run and --gpus-per-run need --executor ray")
+    name = out.get("name", stored or "local")
+    if set(out) - {"name"} and name != "ray":
+        msg = "--ray-address, --cpus-per-run and --gpus-per-run need --executor ray"
+        if "name" not in out and stored:
+            msg += f" (sweep {args.resume} runs on the {stored} executor)"
+        raise DfkdVizError(msg)
     return out
 
 
@@ -165,10 +185,19 @@ def cmd_sweeps_show(args) -> int:
 
 
 def cmd_sweeps_stop(args) -> int:
-    from dfkd_viz.runs.sweep import stop_sweep, sweep_dir
+    """Stop a sweep's runner and wait for it; exit code 1 when it is still stopping after
+    ``--wait`` seconds (it keeps stopping in the background)."""
+    from dfkd_viz.runs.sweep import runner_alive, stop_sweep, sweep_dir
 
     sweep_dir(args.sweep_id)
     stop_sweep(args.sweep_id, wait_s=args.wait)
+    if runner_alive(args.sweep_id):
+        print(
+            f"sweep {args.sweep_id} is still stopping after {args.wait:g} s (its runs are "
+            f"checkpointing or on their way back); dfkd-viz sweeps show {args.sweep_id} tells "
+            "when it has stopped"
+        )
+        return 1
     print(
         f"sweep {args.sweep_id} stopped; continue it with dfkd-viz sweep --resume {args.sweep_id}"
     )
@@ -177,9 +206,12 @@ def cmd_sweeps_stop(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's sub-commands to the top-level parser."""
+    from dfkd_viz.runs.executors import EXECUTORS
+
     sw = sub.add_parser(
         "sweep",
-        help="distil a grid of teachers × methods × seeds, one run after another (resumable)",
+        help="distil a grid of teachers × methods × seeds in the background, here one run after "
+        "another or on a Ray cluster (resumable)",
     )
     sw.add_argument("--teachers", nargs="+", metavar="ID")
     sw.add_argument(
@@ -189,7 +221,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sbudget = sw.add_mutually_exclusive_group()
     sbudget.add_argument("--steps", type=int, help="steps per run (default: each method's)")
     sbudget.add_argument("--seconds", type=float, help="wall-clock seconds per run")
-    sw.add_argument("--threads", type=int, help="torch CPU threads per run (default: all cores)")
+    sw.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads per run (default: all cores; on Ray: --cpus-per-run, rounded up)",
+    )
     sw.add_argument("--eval-every", type=int, help="evaluate every N steps")
     sw.add_argument(
         "--student",
@@ -207,9 +243,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     sw.add_argument(
         "--executor",
-        choices=["local", "ray"],
+        choices=EXECUTORS.names(),
         help="where the runs go: this machine, one after another (local, the default), or a Ray "
-        "cluster (ray; docs/scale-out.md)",
+        "cluster (ray; docs/scale-out.md); --resume keeps the sweep's own unless given",
     )
     sw.add_argument(
         "--ray-address",
@@ -234,5 +270,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     sws_show.set_defaults(func=cmd_sweeps_show)
     sws_stop = swsub.add_parser("stop")
     sws_stop.add_argument("sweep_id")
-    sws_stop.add_argument("--wait", type=float, default=30.0)
+    sws_stop.add_argument(
+        "--wait",
+        type=float,
+        default=STOP_WAIT_S,
+        metavar="SECONDS",
+        help=f"how long to wait for the runner to stop (default {STOP_WAIT_S:g}; on Ray the "
+        "running cells get 25 s to checkpoint, then ship their runs back); exit code 1 when it "
+        "is still stopping",
+    )
     sws_stop.set_defaults(func=cmd_sweeps_stop)

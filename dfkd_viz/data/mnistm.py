@@ -68,7 +68,7 @@ def load_mnistm32(split: str, data_dir: str | None = None):
     bundled MNIST file is missing."""
     from dfkd_viz.data.datasets import ImageDataset, load_dataset
 
-    mnist = load_dataset("mnist", split)
+    mnist = load_dataset("mnist", split, data_dir)
     digits = F.interpolate(mnist.x, size=(32, 32), mode="bilinear", align_corners=False)
     digits = digits.clamp_(0.0, 1.0)
     rng = np.random.default_rng(_CROP_SEED[split])

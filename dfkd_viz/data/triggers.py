@@ -7,7 +7,7 @@ lengths are given for a 28×28 image and scale with the image side, ``min(H, W) 
 28×28 trigger is exactly the original one and a 32×32 one the same pattern at the new size):
 
 - ``badnet_grid``: a 3×3 black/white checker in the bottom-right corner (pixels are *set*; 3×3 up
-  to 34 px, ABD's own size on CIFAR's 32×32);
+  to 32 px, ABD's own size on CIFAR's 32×32, 4×4 from 33 px);
 - ``badnet_sq``: a white 4×4 square one pixel in from the bottom-right corner (set; 5×5 on 32×32);
 - ``blend``: ``0.8·x + 0.2·pattern``, a fixed seeded uniform-noise image over the whole image;
 - ``trojan_wm``: an additive watermark (a ring logo of intensity 0.5 in the bottom-right

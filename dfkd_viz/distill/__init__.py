@@ -4,7 +4,7 @@ methods and defenses."""
 from dfkd_viz.distill import augkd  # noqa: F401  (registers ce, kd, augkd)
 from dfkd_viz.distill.defenses import DEFENSES, Defense, Selection, create_defense
 from dfkd_viz.distill.engine import EVENTS, Budget, Engine, EngineSettings, StepContext
-from dfkd_viz.distill.evaluation import EvalSuite
+from dfkd_viz.distill.evaluation import ClassBreakdown, EvalSuite
 from dfkd_viz.distill.methods import METHODS, Method, MethodParams, create_method
 from dfkd_viz.distill.replay import ReplayMemory, SyntheticBatch
 from dfkd_viz.distill.snapshot import Snapshot
@@ -14,6 +14,7 @@ __all__ = [
     "EVENTS",
     "METHODS",
     "Budget",
+    "ClassBreakdown",
     "Defense",
     "Engine",
     "EngineSettings",

@@ -6,7 +6,8 @@ One *step* is one outer iteration::
     generator phase: g_steps × [z → x = G(z) → teacher (BN hook) + student → L_G (+ defense extra)]
     student phase:   s_steps × [batch (G-step batch, fresh G samples, or reused) → defense.select
                                 → L_S on kept samples (+ defense extra)]
-    every eval_every steps:      ID accuracy, OOD accuracy, ASR → on_eval
+    every eval_every steps:      ID accuracy, OOD accuracy, ASR → on_eval (payload key
+                                 ``per_class``: the same per class, and confusion matrices)
     every snapshot_every steps:  synthetic samples with teacher label, confidence, score, keep
                                  → on_samples
     every checkpoint_every steps: → on_checkpoint (the run store saves safetensors)
@@ -355,9 +356,14 @@ class Engine:
         """The student that is evaluated, snapshotted and exported (the EMA copy when enabled)."""
         return self.student_ema.module if self.student_ema is not None else self.student
 
-    def evaluate(self) -> dict[str, float | None]:
-        """Student metrics on the real test data (fractions in [0, 1])."""
-        return self.evals.evaluate(self.eval_student)
+    def evaluate(self, per_class: bool = False) -> dict[str, Any]:
+        """Student metrics on the real test data (fractions in [0, 1]); with ``per_class`` also
+        ``per_class``, a :class:`~dfkd_viz.distill.evaluation.ClassBreakdown` against the true
+        labels and the teacher's predictions (see :meth:`EvalSuite.evaluate
+        <dfkd_viz.distill.evaluation.EvalSuite.evaluate>`)."""
+        if not per_class:
+            return self.evals.evaluate(self.eval_student)
+        return self.evals.evaluate(self.eval_student, teacher=self.teacher, per_class=True)
 
     @torch.no_grad()  # not inference_mode: a defense may need gradients inside select()
     def snapshot(self) -> Snapshot:
@@ -485,8 +491,11 @@ class Engine:
         return final
 
     def _eval_and_fire(self, record: dict, its: float | None) -> None:
-        m = self.evaluate()
+        m = self.evaluate(per_class=True)
+        per_class = m.pop("per_class", None)
         payload = {"step": self.step, "wall_s": self.wall_s, **m}
+        if per_class is not None:
+            payload["per_class"] = per_class
         if its is not None:
             payload["it_s"] = its
         payload.update({k: v for k, v in record.items() if k in ("agreement", "kept_frac")})

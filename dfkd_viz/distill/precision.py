@@ -1,6 +1,10 @@
 """Mixed precision for the engine's forward passes (``RunConfig.precision``, ``--precision``).
 
-``fp32`` (the default) changes nothing. ``bf16`` runs the generator's, teacher's and student's
+``fp32`` (the default) changes nothing. ``auto`` is ``bf16`` on a CPU with native bf16 and ``fp32``
+everywhere else (GPUs included, where it was not measured), silently: the ``clean-dfq`` preset (the
+app's Start demo) uses it, because on this project's AVX512-BF16 CPU bf16 made a DFQ step 1.3×
+(LeNet) to 1.6× (WRN) faster at the same accuracy per step (``docs/results/performance.md``,
+"Mixed precision"). ``bf16`` runs the generator's, teacher's and student's
 forward passes under :func:`torch.autocast` with ``torch.bfloat16`` (convolutions and linear
 layers in bf16, weights and optimiser state stay fp32); ``fp16`` does the same with
 ``torch.float16`` on CUDA only, with one :class:`torch.amp.GradScaler` per optimiser (their state
@@ -17,6 +21,9 @@ Decisions:
   without bf16 falls back to ``fp32`` with a warning (:attr:`Precision.warning`, which the worker
   records as a run event): emulated bf16 computes the same thing more slowly, so a run configured
   on one machine still runs on another instead of failing.
+- Scope: the base engine's generator and student phases (evaluation stays fp32). The extra passes of
+  AuG-KD (encoder and anchor steps, the student-data engine) and of the ABD and oracle defenses
+  stay in fp32: they are a small share of a step, and their losses were tuned in fp32.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import torch
 from dfkd_viz.errors import ConfigError
 from dfkd_viz.models import Classifier, Features
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -63,7 +70,8 @@ class Precision:
     """The engine's precision policy for one device.
 
     Args:
-        precision: ``fp32``, ``bf16`` or ``fp16``.
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (``bf16`` where the CPU has it
+            natively, else ``fp32``; never a warning).
         device: where the models run.
 
     Attributes:
@@ -83,7 +91,9 @@ class Precision:
         self.device_type = dev.type
         self.warning: str | None = None
         name = precision
-        if precision == "bf16":
+        if precision == "auto":
+            name = "bf16" if dev.type == "cpu" and cpu_has_bf16() else "fp32"
+        elif precision == "bf16":
             ok = torch.cuda.is_bf16_supported() if dev.type == "cuda" else cpu_has_bf16()
             if not ok:
                 where = "this GPU" if dev.type == "cuda" else "this CPU (no AVX512-BF16 or AMX)"

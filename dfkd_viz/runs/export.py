@@ -202,7 +202,8 @@ def _pick_steps(steps: list[int], n: int) -> list[int]:
 
 def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = None) -> str:
     """A self-contained HTML report of one run: configuration, teacher card, final metrics, the
-    curves (interactive), synthetic samples at ``sample_steps`` (default: first, middle, last
+    curves (interactive), the per-class heatmaps (ID accuracy with the teacher's column; ASR per
+    source class for a run with a trigger), synthetic samples at ``sample_steps`` (default: first, middle, last
     snapshot), the defense's decisions, the embedding map and the backdoor views when the run has
     them. Raises DfkdVizError for an unreadable run."""
     from dfkd_viz import viz
@@ -224,6 +225,8 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
         emb = r.samples(emb_steps[-1]) if emb_steps else None
         delta = r.artifact("sr_trigger")
         events = r.events()
+        per_class = {m: r.per_class_history(m) for m in ("id_acc", "asr")}
+        teacher_per_class = r.per_class("teacher_id_acc")
     try:
         tcard = teacher_card(cfg["teacher"])
     except Exception:  # a deleted or unknown teacher: the report still tells the run's story
@@ -285,6 +288,11 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
             "</div>",
             _fig_html(viz.agreement_curve(thin)),
         ]
+    if per_class["id_acc"][0]:  # runs from before per-class evaluations have none
+        body.append("<h2>Per class</h2>")
+        body.append(_fig_html(viz.per_class_heatmap(*per_class["id_acc"], teacher_per_class)))
+        if per_class["asr"][0]:
+            body.append(_fig_html(viz.per_class_heatmap(*per_class["asr"], metric="asr")))
     if snaps:
         body.append("<h2>Synthetic samples</h2>")
         for s, (df, _info) in snaps.items():

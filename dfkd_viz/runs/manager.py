@@ -16,6 +16,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,28 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 QUEUED_GRACE_S = 15.0
 
 
-def new_run_id(cfg: RunConfig) -> str:
-    """``YYYYmmdd-HHMMSS-<method>-<4 hex>``, unique in the store."""
+NEW_ID_TRIES = 64
+"""Random suffixes :func:`new_run_id` tries before it widens the suffix."""
+
+
+def new_run_id(cfg: RunConfig, taken: Collection[str] = ()) -> str:
+    """``YYYYmmdd-HHMMSS-<method>-<4 hex>``: an id that names no directory in the run store and
+    is not in ``taken`` (e.g. the ids a Ray sweep has already given its cells, whose runs arrive
+    later). The suffix is drawn again on a clash; after :data:`NEW_ID_TRIES` clashes it widens to
+    8 hex digits.
+
+    Nothing is reserved on disk: two processes asking in the same second can still draw the same
+    id (probability 1 in 65 536 per pair with the same method), which the caller's ``mkdir`` (or
+    the Ray executor's check on arrival) refuses rather than overwrite.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     method = re.sub(r"[^a-z0-9]+", "", cfg.method.lower())[:12] or "run"
-    return f"{stamp}-{method}-{secrets.token_hex(2)}"
+    root = runs_dir()
+    for attempt in range(2 * NEW_ID_TRIES):
+        run_id = f"{stamp}-{method}-{secrets.token_hex(2 if attempt < NEW_ID_TRIES else 4)}"
+        if run_id not in taken and not (root / run_id).exists():
+            return run_id
+    raise DfkdVizError(f"no free run id for {stamp}-{method}-… after {2 * NEW_ID_TRIES} tries")
 
 
 def run_dir(run_id: str) -> Path:
@@ -136,7 +154,9 @@ def effective_status(
 
 
 def run_info(run_id: str) -> dict[str, Any]:
-    """Config, effective status and latest metrics of a run.
+    """Config, effective status and latest metrics of a run, with the per-class ID accuracy
+    (``per_class_id_acc``, K fractions or None) and, where the run has them, the per-class OOD
+    accuracy and ASR of its last evaluation (:meth:`RunReader.latest_per_class`).
 
     Raises:
         UnknownNameError: no such run. DfkdVizError: the run directory is corrupt.
@@ -147,12 +167,14 @@ def run_info(run_id: str) -> dict[str, Any]:
         st = effective_status(run_id, r)
         latest = r.latest()
         meta = r.meta()
+        per_class = r.latest_per_class()
     info = {
         "run_id": run_id,
         "config": cfg,
         "status": st["state"],
         "step": st.get("step"),
         **latest,
+        **per_class,  # per_class_id_acc (None if not recorded), per_class_ood_acc / _asr
     }
     info.update(
         pid=st.get("pid") if st.get("alive") else None,
@@ -225,11 +247,18 @@ def resume(run_id: str) -> int:
 
 
 def delete(run_id: str) -> None:
-    """Delete a run (stopping its worker first if it is active)."""
+    """Delete a run (stopping its worker first if it is active, or if it has ended but its worker
+    still waits for the teacher's reference map)."""
     d = run_dir(run_id)
     st = effective_status(run_id)
     if st["state"] in ACTIVE_STATES:
         stop(run_id, wait_s=10.0)
+    elif pid_alive(st.get("pid"), st.get("pid_start")):
+        # an ended run whose worker still waits for the teacher's map to place its snapshots
+        terminate(st.get("pid"), st.get("pid_start"))
+        deadline = time.time() + 10.0
+        while time.time() < deadline and pid_alive(st.get("pid"), st.get("pid_start")):
+            time.sleep(0.1)
     shutil.rmtree(d)
 
 

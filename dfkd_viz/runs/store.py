@@ -6,8 +6,9 @@
     checkpoints/         step-XXXXXXX.safetensors (generator, student, optimisers, RNG; meta JSON
                          in the safetensors header), the last two kept
 
-Schema of ``run.db`` (version 2; a version-1 database gains the ``flag`` column and the
-``artifacts`` table when a writer opens it, and readers treat a missing ``flag`` as NULL)::
+Schema of ``run.db`` (version 3; an older database gains the ``flag`` column, the ``artifacts``
+table and the ``per_class`` table when a writer opens it, and readers treat a missing ``flag`` as
+NULL and a missing ``per_class`` table as "no per-class data")::
 
     meta(key TEXT PRIMARY KEY, value TEXT)                   -- schema_version, run_id, and where
         the run was last distilled: executor (local | ray), node (host name), ray_node_id
@@ -26,6 +27,15 @@ Schema of ``run.db`` (version 2; a version-1 database gains the ``flag`` column 
     artifacts(step, name, data BLOB)  PRIMARY KEY (step, name)
         -- a defense's named arrays at a snapshot step (``.npy`` bytes, float32), e.g. ABD's
            synthesised trigger ``sr_trigger`` (C, H, W)
+    per_class(step, name, data BLOB)  PRIMARY KEY (step, name)
+        -- the student's evaluation per class (K classes), one zlib-compressed ``.npy`` per row.
+           At an evaluated step (≥ 1): id_acc, ood_acc, asr (K,) float32 fractions, NaN for a
+           class without test images (asr: per source class, NaN at the target); id_confusion
+           (K, K) by true label (row) × student prediction (column) and teacher_confusion
+           (K, K) by teacher prediction (row) × student prediction, both on the ID test set,
+           unsigned ints of the smallest width that holds the counts. At step 0, the run's
+           constants: teacher_id_acc (K,) float32, id_count, ood_count, asr_count (K,) images
+           per class. ~0.5 kB per evaluation for K = 10.
     events(id AUTOINCREMENT, t, level, message)      -- level ∈ info | warning | error
     checkpoints(step PRIMARY KEY, path, wall_s, t)
     reference(idx PRIMARY KEY, source, label, image PNG BLOB, emb_x, emb_y)
@@ -43,6 +53,7 @@ import io
 import json
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +67,7 @@ from dfkd_viz.util.io import png_bytes
 if TYPE_CHECKING:
     from dfkd_viz.distill.snapshot import Snapshot
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATES = ("queued", "running", "finished", "stopped", "failed")
 ACTIVE_STATES = ("queued", "running")
 
@@ -80,6 +91,9 @@ CREATE TABLE IF NOT EXISTS samples(
 CREATE TABLE IF NOT EXISTS artifacts(
     step INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY(step, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS per_class(
+    step INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY(step, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL, level TEXT, message TEXT);
 CREATE TABLE IF NOT EXISTS checkpoints(step INTEGER PRIMARY KEY, path TEXT, wall_s REAL, t REAL);
@@ -87,6 +101,11 @@ CREATE TABLE IF NOT EXISTS reference(
     idx INTEGER PRIMARY KEY, source TEXT NOT NULL, label INTEGER, image BLOB NOT NULL,
     emb_x REAL, emb_y REAL);
 """
+
+
+def _wide(name: str) -> type:
+    """The dtype a stored per-class array is read back as: counts int64, fractions float64."""
+    return np.int64 if name.endswith(("_confusion", "_count")) else np.float64
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
@@ -111,6 +130,31 @@ def npy_bytes(a: np.ndarray) -> bytes:
 def npy_to_array(data: bytes) -> np.ndarray:
     """The array of :func:`npy_bytes` output (``allow_pickle=False``: never unpickles)."""
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _compact(a: np.ndarray) -> np.ndarray:
+    """Integer arrays as the smallest unsigned type that holds them (counts; negatives keep
+    int64), anything else as float32."""
+    a = np.asarray(a)
+    if a.dtype.kind in "iub":
+        top = int(a.max()) if a.size else 0
+        if a.size and int(a.min()) < 0:
+            return a.astype(np.int64)
+        for t in (np.uint8, np.uint16, np.uint32):
+            if top <= np.iinfo(t).max:
+                return a.astype(t)
+        return a.astype(np.uint64)
+    return a.astype(np.float32)
+
+
+def packed_array(a: np.ndarray) -> bytes:
+    """zlib-compressed ``.npy`` bytes of ``a`` made compact (:func:`_compact`)."""
+    return zlib.compress(npy_bytes(_compact(a)), 6)
+
+
+def unpacked_array(data: bytes) -> np.ndarray:
+    """The array of :func:`packed_array` output (never unpickles)."""
+    return npy_to_array(zlib.decompress(data))
 
 
 class RunWriter:
@@ -310,6 +354,18 @@ class RunWriter:
                 ],
             )
 
+    # -- per class
+    def add_per_class(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """Store named per-class arrays at ``step`` (an evaluated step; 0 for the run's
+        constants, see the ``per_class`` table above), replacing earlier ones of the same names;
+        committed at once, with any buffered metric rows."""
+        rows = [(int(step), name, packed_array(a)) for name, a in arrays.items() if a is not None]
+        self.flush(commit=False)
+        with self.transaction():
+            self.con.executemany(
+                "INSERT OR REPLACE INTO per_class(step, name, data) VALUES (?, ?, ?)", rows
+            )
+
     # -- events and checkpoints
     def add_event(self, message: str, level: str = "info") -> None:
         with self.transaction():
@@ -363,6 +419,7 @@ class RunWriter:
             self.con.execute("DELETE FROM samples WHERE step > ?", (step,))
             self.con.execute("DELETE FROM snapshots WHERE step > ?", (step,))
             self.con.execute("DELETE FROM artifacts WHERE step > ?", (step,))
+            self.con.execute("DELETE FROM per_class WHERE step > ?", (step,))
 
 
 class RunReader:
@@ -388,6 +445,7 @@ class RunReader:
             self.con.execute("SELECT 1 FROM status").fetchall()
             self._has_flag = "flag" in _columns(self.con, "samples")
             self._has_artifacts = bool(_columns(self.con, "artifacts"))
+            self._has_per_class = bool(_columns(self.con, "per_class"))
         except sqlite3.DatabaseError as exc:
             raise DfkdVizError(f"run {self.run_id!r} has a corrupt database ({exc})") from None
 
@@ -515,9 +573,91 @@ class RunReader:
         rows = self._q("SELECT data FROM artifacts WHERE name = ? AND step = ?", [name, step])
         return npy_to_array(rows[0][0]) if rows else None
 
+    # -- per class (empty / None for a run recorded before the per_class table existed)
+    def per_class_steps(self, name: str = "id_acc") -> list[int]:
+        """Evaluated steps (≥ 1, ascending) at which the per-class array ``name`` was recorded;
+        ``[]`` when none was (or the store predates per-class records)."""
+        if not self._has_per_class:
+            return []
+        return [
+            r[0]
+            for r in self._q(
+                "SELECT step FROM per_class WHERE name = ? AND step > 0 ORDER BY step", [name]
+            )
+        ]
+
+    def per_class(self, name: str, step: int | None = None) -> np.ndarray | None:
+        """The per-class array ``name`` at ``step``: ``(K,)`` fractions (``id_acc``,
+        ``ood_acc``, ``asr``; NaN for a class without test images) or ``(K, K)`` counts
+        (``id_confusion``, ``teacher_confusion``); default the latest evaluated step. The run's
+        constants (``teacher_id_acc``, ``id_count``, ``ood_count``, ``asr_count``) are at step 0
+        and found with the default too. None when not recorded."""
+        if not self._has_per_class:
+            return None
+        if step is None:
+            rows = self._q(
+                "SELECT data FROM per_class WHERE name = ? ORDER BY step DESC LIMIT 1", [name]
+            )
+        else:
+            rows = self._q(
+                "SELECT data FROM per_class WHERE name = ? AND step = ?", [name, int(step)]
+            )
+        return unpacked_array(rows[0][0]).astype(_wide(name)) if rows else None
+
+    def per_class_at(self, step: int, name: str = "id_acc") -> int | None:
+        """The evaluated step nearest ``step`` at or before it at which ``name`` was recorded (the
+        first one when ``step`` precedes them all), or None when none was."""
+        if not self._has_per_class:
+            return None
+        rows = self._q(
+            "SELECT step FROM per_class WHERE name = ? AND step > 0 AND step <= ? "
+            "ORDER BY step DESC LIMIT 1",
+            [name, int(step)],
+        ) or self._q(
+            "SELECT step FROM per_class WHERE name = ? AND step > 0 ORDER BY step LIMIT 1", [name]
+        )
+        return rows[0][0] if rows else None
+
+    def latest_per_class(self) -> dict[str, list[float | None]]:
+        """The per-class fractions of the last evaluation that recorded them, as JSON-ready lists
+        of K values in [0, 1] rounded to 6 places (None for a class without test images, and in
+        ``per_class_asr`` at the target): ``per_class_id_acc`` (None when no per-class
+        evaluation was recorded, e.g. a run from before they were), and ``per_class_ood_acc``,
+        ``per_class_asr`` only when the run has an OOD set or a trigger."""
+        out: dict[str, list[float | None] | None] = {"per_class_id_acc": None}
+        if not self._has_per_class:
+            return out
+        rows = self._q(  # one query: the list of runs asks this of every run
+            "SELECT name, data FROM per_class WHERE name IN ('id_acc', 'ood_acc', 'asr') AND "
+            "step = (SELECT MAX(step) FROM per_class WHERE name = 'id_acc' AND step > 0)"
+        )
+        for name, data in sorted(rows, key=lambda r: ("id_acc", "ood_acc", "asr").index(r[0])):
+            a = unpacked_array(data)
+            out[f"per_class_{name}"] = [None if v != v else round(float(v), 6) for v in a]
+        return out
+
+    def per_class_history(
+        self, name: str = "id_acc", after: int = 0, upto: int | None = None
+    ) -> tuple[list[int], np.ndarray]:
+        """The per-class fractions ``name`` at the evaluated steps in ``(after, upto]`` (default:
+        all of them): ``(steps, (S, K) float64)``; ``([], (0, 0))`` when there are none. A view
+        that polls reads only what is new with ``after`` = the last step it has."""
+        if not self._has_per_class:
+            return [], np.zeros((0, 0))
+        sql = "SELECT step, data FROM per_class WHERE name = ? AND step > ?"
+        args: list[Any] = [name, max(0, int(after))]
+        if upto is not None:
+            sql += " AND step <= ?"
+            args.append(int(upto))
+        rows = self._q(sql + " ORDER BY step", args)
+        if not rows:
+            return [], np.zeros((0, 0))
+        values = np.stack([unpacked_array(r[1]) for r in rows]).astype(np.float64)
+        return [r[0] for r in rows], values
+
     def reference(self, with_images: bool = False) -> pd.DataFrame:
         """The embedding map's real reference points (``idx, source, label, emb_x, emb_y``
-        [, ``image`` PNG bytes]); empty until the worker has fitted the map."""
+        [, ``image`` PNG bytes]); empty until the teacher's reference map is ready and copied in."""
         cols = ["idx", "source", "label", "emb_x", "emb_y"] + (["image"] if with_images else [])
         rows = self._q(f"SELECT {', '.join(cols)} FROM reference ORDER BY idx")
         return pd.DataFrame(rows, columns=cols)

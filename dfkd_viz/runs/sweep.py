@@ -1,4 +1,5 @@
-"""Sweeps: a grid of teachers × methods × seeds, distilled one run after another in the background.
+"""Sweeps: a grid of teachers × methods × seeds, distilled in the background (here one run after
+another, or several at a time on a Ray cluster).
 
 A sweep lives in ``DFKD_VIZ_HOME/sweeps/<sweep_id>/``:
 
@@ -9,7 +10,8 @@ A sweep lives in ``DFKD_VIZ_HOME/sweeps/<sweep_id>/``:
 - ``runner.json`` — PID (and start time) of the process that works through the cells;
 - ``runner.log`` — that process's output;
 - ``cell_progress.json`` — with the ``ray`` executor, what each cell not finished last reported
-  (state, step, node, attempts), written by the runner while the cells run on other machines.
+  (state, step, node, attempts, and a failed cell's ``error``), written by the runner while the
+  cells run on other machines.
 
 Each cell is an ordinary run in the run store (its own worker process, metrics, snapshots), so the
 Live, Runs and Decisions pages show it like any other. The runner (``python -m
@@ -66,7 +68,8 @@ class SweepSpec(BaseModel):
 
     ``steps``/``seconds``: the budget of every run (neither: each method's default steps).
     ``base``: further :class:`~dfkd_viz.runs.config.RunConfig` fields for every run (e.g.
-    ``{"eval_every": 20}``); ``threads`` torch threads per run (default: all cores).
+    ``{"eval_every": 20}``); ``threads`` torch threads per run (default: all cores with the local
+    executor; on Ray, the executor's ``cpus_per_run`` rounded up).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -242,9 +245,12 @@ def runner_alive(sweep_id: str) -> bool:
 def sweep_results(sweep_id: str) -> pd.DataFrame:
     """One row per cell: ``teacher, method, seed, run_id, status, step, id_acc, teacher_acc,
     rel_acc`` (student ID accuracy / teacher ID accuracy, fractions), ``ood_acc, asr, wall_s``,
-    ``executor, node`` (where its run was distilled) and ``remote`` (True while the cell runs on
-    another machine: status and step are then its latest report, the run arrives when it ends).
-    Cells without a run have status ``pending``; a run that was deleted, ``missing``."""
+    ``executor, node`` (where its run was distilled), ``remote`` (True while the cell runs on
+    another machine: status and step are then its latest report, the run arrives when it ends)
+    and ``error`` (one sentence for a failed cell: its run's error, or — for a Ray cell whose run
+    never arrived, or that could not even be submitted — the error in ``cell_progress.json``;
+    None otherwise). Cells without a run have status ``pending`` (``failed`` when the last
+    runner recorded them failed); a run that was deleted, ``missing``."""
     from dfkd_viz.runs import manager
     from dfkd_viz.teachers import card
 
@@ -261,11 +267,14 @@ def sweep_results(sweep_id: str) -> pd.DataFrame:
                 t_acc[c["teacher"]] = None
         row = {**c, "status": "pending", "step": None, "id_acc": None, "ood_acc": None}
         row.update(asr=None, wall_s=None, teacher_acc=t_acc[c["teacher"]])
-        row.update(executor=None, node=None, remote=False)
+        row.update(executor=None, node=None, remote=False, error=None)
         lv = live.get(str(i))
+        lv_failed = bool(lv) and lv.get("state") == "failed"
         if alive and lv and lv.get("state") in ("queued", "running"):
             row.update(status=lv["state"], step=lv.get("step"), node=lv.get("node"))
             row.update(executor="ray", remote=True)
+        elif not c.get("run_id") and lv_failed:  # failed before it had a run (e.g. submitting)
+            row.update(status="failed", error=lv.get("error"), executor="ray")
         elif c.get("run_id"):
             try:
                 info = manager.run_info(c["run_id"])
@@ -279,13 +288,18 @@ def sweep_results(sweep_id: str) -> pd.DataFrame:
                     executor=info.get("executor"),
                     node=info.get("node"),
                 )
+                if info["status"] in ("failed", "corrupt"):
+                    row["error"] = info.get("error") or (lv.get("error") if lv_failed else None)
+                elif lv_failed and info["status"] != "finished":  # e.g. the cell failed on arrival
+                    row.update(status="failed", error=lv.get("error"))
             except UnknownNameError:
                 if lv is None:
                     row["status"] = "missing"
                 else:  # a Ray cell whose run has not arrived (yet): it failed, or it waits
-                    row["status"] = "failed" if lv.get("state") == "failed" else "pending"
-            except DfkdVizError:
-                row["status"] = "corrupt"
+                    row["status"] = "failed" if lv_failed else "pending"
+                    row["error"] = lv.get("error") if lv_failed else None
+            except DfkdVizError as exc:
+                row.update(status="corrupt", error=str(exc).splitlines()[0] if str(exc) else None)
         ta = row["teacher_acc"]
         row["rel_acc"] = row["id_acc"] / ta if row["id_acc"] is not None and ta else None
         rows.append(row)
@@ -393,9 +407,12 @@ def _exclusive(d: Path):
 
 
 def run_sweep(sweep_id: str, progress: Callable[[int, int, dict], None] | None = None) -> str:
-    """Work through the sweep's cells in this process (each run in its own worker); returns
-    ``"finished"``, ``"stopped"`` (SIGTERM/SIGINT: the current run is stopped at a checkpoint)
-    or ``"incomplete"`` (some run failed; its error is in the run's events).
+    """Hand the sweep's cells to its executor from this process (the runner): ``local`` starts
+    each run's worker here, one after another; ``ray`` submits them to a Ray cluster and receives
+    the finished runs. Returns ``"finished"``, ``"stopped"`` (SIGTERM/SIGINT: the running runs —
+    one here, or every cell in flight on Ray — stop at a checkpoint, and cells not started stay
+    pending) or ``"incomplete"`` (some cell failed; its error is in its run's events, or in the
+    ``error`` of :func:`sweep_results`).
 
     Raises:
         DfkdVizError: another process is already running this sweep; UnknownNameError.
@@ -455,7 +472,10 @@ def start_runner(sweep_id: str) -> int:
 
 
 def stop_sweep(sweep_id: str, wait_s: float = 0.0) -> None:
-    """Ask the runner to stop (it stops the current run at a checkpoint; resume continues)."""
+    """Ask the runner to stop (SIGTERM) and wait up to ``wait_s`` seconds for it to record an end.
+    It stops its running runs at a checkpoint (on Ray: within ``STOP_GRACE_S``, 25 s, plus
+    shipping them back); resume continues. Check :func:`runner_alive` afterwards: the runner may
+    still be stopping."""
     stop_job(_record(sweep_dir(sweep_id)), wait_s)
 
 

@@ -28,6 +28,7 @@ signal.signal(signal.SIGINT, _on_signal)
 import argparse
 import contextlib
 import errno
+import gc
 import json
 import os
 import sqlite3
@@ -49,13 +50,15 @@ KEEP_CHECKPOINTS = 2
 
 
 class StoreRecorder:
-    """Engine callbacks that write everything a run records into the run store."""
+    """Engine callbacks that write everything a run records into the run store (per-class
+    evaluations into its ``per_class`` table, see :mod:`dfkd_viz.runs.store`)."""
 
     def __init__(self, writer: RunWriter, run_dir: Path, score_name: str | None = None) -> None:
         self.w = writer
         self.dir = run_dir
         self.score_name = score_name
         self._last_status = 0.0
+        self._per_run_written = False
 
     def attach(self, engine) -> None:
         engine.add_callback("on_step", self.on_step)
@@ -82,6 +85,12 @@ class StoreRecorder:
             k: p.get(k)
             for k in ("id_acc", "ood_acc", "asr", "trigger_loc", "student_domain_acc", "it_s")
         }
+        pc = p.get("per_class")  # a ClassBreakdown: stored before the metrics that announce it
+        if pc is not None:
+            if not self._per_run_written:  # the teacher's and test sets' constants, once
+                self.w.add_per_class(0, pc.per_run())
+                self._per_run_written = True
+            self.w.add_per_class(p["step"], pc.per_eval())
         self.w.add_metrics(p["step"], p["wall_s"], vals, commit=True)
         self.w.set_status(step=p["step"], wall_s=p["wall_s"], progress=engine.progress())
 
@@ -118,7 +127,13 @@ class EmbeddingRecorder:
     """Snapshots whose features are kept while the map is being computed (64 × D floats each)."""
 
     def __init__(self, writer: RunWriter, teacher_id: str, domain: str | None) -> None:
-        from dfkd_viz.teachers.maps import map_file, start_map, teacher_digest
+        from dfkd_viz.teachers.maps import (
+            MAP_JOBS_ENV,
+            map_file,
+            map_jobs_allowed,
+            start_map,
+            teacher_digest,
+        )
 
         self.w = writer
         self.teacher_id = teacher_id
@@ -133,7 +148,13 @@ class EmbeddingRecorder:
         try:
             self.digest = teacher_digest(teacher_id)
             self.path = map_file(self.digest, domain)
-            if not self.path.exists():
+            if not self.path.exists() and not map_jobs_allowed():
+                self.path = None  # e.g. a Ray cell: no map shipped with it, none computed there
+                writer.add_event(
+                    f"no reference map of {teacher_id} ({domain or 'no OOD domain'}) here and "
+                    f"{MAP_JOBS_ENV}=0: this run has no embedding map"
+                )
+            elif not self.path.exists():
                 pid = start_map(teacher_id, domain or "none", self.digest)
                 if pid:
                     writer.add_event(
@@ -204,6 +225,10 @@ class EmbeddingRecorder:
 
     def on_end(self, engine, p: dict) -> None:
         self.ready()
+
+    def waiting(self) -> bool:
+        """True while snapshots wait for a map that may still come (see :meth:`finish`)."""
+        return self.path is not None and bool(self.pending) and not self.ready()
 
     def finish(self, timeout_s: float = 600.0, stop=lambda: False) -> None:
         """After the run: while snapshots wait for a map that is being computed, wait for it (up
@@ -319,7 +344,13 @@ def run_worker(run_dir: str | Path, resume: bool = False) -> int:
         writer.add_event(
             f"{state} at step {final['step']} after {final['wall_s']:.1f} s: ID accuracy {final.get('id_acc', 0):.1%}"
         )
-        if emb is not None:  # snapshots still waiting for the teacher's map: place them later
+        if emb is not None and emb.waiting():
+            # snapshots still wait for the teacher's map: free the engine (teacher, student,
+            # generator, replay memory) first, then wait for the map with the features alone;
+            # `runs delete` ends this wait with SIGTERM
+            _STOP["engine"] = None
+            del engine
+            gc.collect()
             with contextlib.suppress(Exception):  # the run's recorded end stands, whatever happens
                 emb.finish(stop=lambda: _STOP["flag"])
         return 0

@@ -411,14 +411,18 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         )
     with open(path, "rb") as fh:
         head = fh.read(9)
-    if head[:4] == _ZIP_MAGIC or head[0] == _PICKLE_PROTO:
+    # safetensors first: its 8-byte little-endian header length may start with 0x80 (the pickle
+    # protocol opcode) whenever that length is 128 modulo 256; neither torch.save format has "{"
+    # at byte 8 (a header length past the file's end is reported by the safetensors check)
+    safetensors = len(head) == 9 and head[8:9] == b"{" and head[:4] != _ZIP_MAGIC
+    if not safetensors and (head[:4] == _ZIP_MAGIC or head[0] == _PICKLE_PROTO):
         if head[:4] == _ZIP_MAGIC:
             _check_zip(path)
         obj = _read_torch(path)
         _check_structure(obj)
         state, layout, ckpt = _unwrap(obj)
         fmt = "torch"
-    elif len(head) < 9 or head[8:9] == b"{":
+    elif safetensors or len(head) < 9:
         state = _as_state_dict(_read_safetensors(path.read_bytes()), "the file")
         fmt = layout = "safetensors"
         ckpt = {}

@@ -47,6 +47,7 @@ import signal
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,16 @@ N_OOD = 2000
 MAP_SEED = 0
 UMAP_SETTINGS = {"n_neighbors": 15, "min_dist": 0.1, "n_epochs": 200}
 ARRAYS = ("features", "coords", "labels", "source", "png_data", "png_offsets", "meta")
+
+
+MAP_JOBS_ENV = "DFKD_VIZ_MAP_JOBS"
+"""Set to ``0`` where no map job may start (a Ray cell: a detached job would outlive the cell's
+temporary home); a run there uses the map file shipped with its teacher, or has no map."""
+
+
+def map_jobs_allowed() -> bool:
+    """False when :data:`MAP_JOBS_ENV` is ``0`` in the environment."""
+    return os.environ.get(MAP_JOBS_ENV, "1").strip() != "0"
 
 
 def map_points() -> tuple[int, int]:
@@ -179,7 +190,8 @@ def _locked(digest: str, domain: str | None) -> Iterator[None]:
 def start_map(teacher_id: str, domain: str | None = None, digest: str | None = None) -> int | None:
     """Start the background job that computes the map of ``teacher_id`` (its own OOD domain
     unless ``domain`` is given; ``digest``: its weights digest, when the caller knows it).
-    Returns the job's PID, or None when the map is already stored. A job for the same weights
+    Returns the job's PID, or None when the map is already stored (or map jobs are switched off
+    with :data:`MAP_JOBS_ENV`). A job for the same weights
     and domain that is still running is reused (also across processes: the check and the start
     hold a file lock), so many runs of one teacher start one job.
 
@@ -189,7 +201,7 @@ def start_map(teacher_id: str, domain: str | None = None, digest: str | None = N
     """
     digest = digest or teacher_digest(teacher_id)
     domain = teacher_domain(teacher_id, domain)
-    if map_file(digest, domain).exists():
+    if map_file(digest, domain).exists() or not map_jobs_allowed():
         return None
     with _locked(digest, domain):
         if map_file(digest, domain).exists():
@@ -325,7 +337,7 @@ def load_map_file(path: str | os.PathLike) -> ReferenceMap | None:
         data = a["png_data"].tobytes()
         png = [data[off[i] : off[i + 1]] for i in range(n)]
         meta = json.loads(str(a["meta"]))
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     return ReferenceMap(a["features"], a["coords"], a["labels"], a["source"], png, meta)
 

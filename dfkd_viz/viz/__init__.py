@@ -1,9 +1,10 @@
 """Figure and gallery builders for the app and reports: data in, figure (or HTML) out, no I/O.
 
-One module per view: :mod:`~dfkd_viz.viz.curves`, :mod:`~dfkd_viz.viz.decisions`,
-:mod:`~dfkd_viz.viz.embedding`, :mod:`~dfkd_viz.viz.sweeps`, :mod:`~dfkd_viz.viz.out_of_domain`,
-:mod:`~dfkd_viz.viz.saliency`, :mod:`~dfkd_viz.viz.audit`, :mod:`~dfkd_viz.viz.gallery` (HTML
-sample grids); shared colours and figure assembly in :mod:`~dfkd_viz.viz._base`.
+One module per view: :mod:`~dfkd_viz.viz.curves`, :mod:`~dfkd_viz.viz.per_class`,
+:mod:`~dfkd_viz.viz.decisions`, :mod:`~dfkd_viz.viz.embedding`, :mod:`~dfkd_viz.viz.sweeps`,
+:mod:`~dfkd_viz.viz.out_of_domain`, :mod:`~dfkd_viz.viz.saliency`, :mod:`~dfkd_viz.viz.audit`,
+:mod:`~dfkd_viz.viz.gallery` (HTML sample grids); shared colours and figure assembly in
+:mod:`~dfkd_viz.viz._base`.
 """
 
 from dfkd_viz.viz._base import COLORS, LABELS, downsample
@@ -37,6 +38,7 @@ from dfkd_viz.viz.out_of_domain import (
     domain_comparison,
     energy_histograms,
 )
+from dfkd_viz.viz.per_class import PER_CLASS_TITLES, confusion_heatmap, per_class_heatmap
 from dfkd_viz.viz.sweeps import sweep_box, sweep_by_teacher
 
 __all__ = [
@@ -45,11 +47,13 @@ __all__ = [
     "DECISION_NAMES",
     "ENERGY_NAMES",
     "LABELS",
+    "PER_CLASS_TITLES",
     "PROGRESSION_COLUMNS",
     "accuracy_curves",
     "agreement_curve",
     "anchor_masks",
     "compare_curves",
+    "confusion_heatmap",
     "data_uri",
     "decision_counts",
     "decision_view",
@@ -61,6 +65,7 @@ __all__ = [
     "label_histogram",
     "loss_curves",
     "ood_likeness_curves",
+    "per_class_heatmap",
     "progression_html",
     "sample_grid_html",
     "score_histogram",

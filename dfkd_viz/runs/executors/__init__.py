@@ -19,10 +19,11 @@ finished, continues stopped or failed runs from their checkpoint, and returns ``
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -36,24 +37,61 @@ Progress = Callable[[int, int, dict[str, Any]], None]
 """``progress(done, total, cell)``: called as cells start and end (``cell`` may carry ``msg``)."""
 
 
+MIN_SHARE = 0.0001
+"""The smallest CPU or GPU share Ray can schedule (its resources are fixed-point, 1/10 000)."""
+
+
 class ExecutorSpec(BaseModel):
     """How a sweep's cells are executed (stored in ``sweep.json``; a sweep without one is local).
 
     Attributes:
-        name: ``local`` or ``ray``.
+        name: an executor registered in :data:`EXECUTORS` (``local``, ``ray``, or one a plugin
+            registered before the spec is validated).
         address: the Ray cluster to use (``host:port``, or ``ray://host:10001`` for Ray Client);
             None: ``RAY_ADDRESS`` when set, else a Ray instance started on this machine for the
             sweep. Ignored by ``local``.
-        cpus_per_run, gpus_per_run: Ray resources each cell asks for (fractions allowed). A run's
-            torch threads default to ``cpus_per_run`` (rounded up) on Ray.
+        cpus_per_run: Ray CPUs each cell asks for, :data:`MIN_SHARE` … 1024 (fractions allowed).
+            A run's torch threads default to ``cpus_per_run`` (rounded up) on Ray.
+        gpus_per_run: Ray GPUs each cell asks for: 0, or :data:`MIN_SHARE` … 64.
+
+    Raises (as pydantic's ``ValidationError``; :func:`parse_executor` turns it into one sentence):
+        an unregistered name, a malformed address, or a share Ray cannot schedule (below
+        :data:`MIN_SHARE`, Ray's resource granularity).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["local", "ray"] = "local"
+    name: str = "local"
     address: str | None = Field(None, max_length=500)
-    cpus_per_run: float = Field(1.0, gt=0, le=1024)
-    gpus_per_run: float = Field(0.0, ge=0, le=64)
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v not in EXECUTORS:
+            raise ValueError(f"must be one of {', '.join(EXECUTORS.names())} (got {v!r})")
+        return v
+
+    @field_validator("cpus_per_run")
+    @classmethod
+    def _cpus(cls, v: float) -> float:
+        if not (math.isfinite(v) and MIN_SHARE <= v <= 1024):
+            raise ValueError(
+                f"must be between {MIN_SHARE:g} and 1024 CPUs (got {v:g}; Ray schedules shares "
+                f"of a CPU in steps of {MIN_SHARE:g})"
+            )
+        return v
+
+    @field_validator("gpus_per_run")
+    @classmethod
+    def _gpus(cls, v: float) -> float:
+        if not (math.isfinite(v) and (v == 0 or MIN_SHARE <= v <= 64)):
+            raise ValueError(
+                f"must be 0 or between {MIN_SHARE:g} and 64 GPUs (got {v:g}; Ray schedules "
+                f"shares of a GPU in steps of {MIN_SHARE:g})"
+            )
+        return v
 
     @field_validator("address")
     @classmethod
@@ -100,7 +138,7 @@ EXECUTORS.register("ray")(_ray)
 
 
 def ray_installed() -> bool:
-    """Whether Ray can be imported here (``pip install 'dfkd-viz[ray]'``)."""
+    """Whether Ray can be imported here (``pip install -e '.[ray]'`` in a checkout)."""
     try:
         return importlib.util.find_spec("ray") is not None
     except (ImportError, ValueError):  # sys.modules["ray"] = None, or a broken install
@@ -123,7 +161,10 @@ def parse_executor(data: ExecutorSpec | dict[str, Any] | None) -> ExecutorSpec:
 
             raise ConfigError(format_validation_error(exc)) from None
     if spec.name == "ray" and not ray_installed():
-        raise ConfigError("the ray executor needs Ray on this machine: pip install 'dfkd-viz[ray]'")
+        raise ConfigError(
+            "the ray executor needs Ray on this machine: pip install -e '.[ray]' in the dfkd-viz "
+            "checkout"
+        )
     return spec
 
 
