@@ -48,7 +48,6 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ import numpy as np
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.jobs import JobProgress, read_progress, report, start_job
 from dfkd_viz.paths import home
+from dfkd_viz.util.io import file_lock
 
 KIND = "reference-map"
 MAP_VERSION = 1
@@ -176,15 +176,8 @@ def map_path(teacher_id: str, domain: str | None = None) -> Path:
     return map_file(teacher_digest(teacher_id), teacher_domain(teacher_id, domain))
 
 
-@contextlib.contextmanager
-def _locked(digest: str, domain: str | None) -> Iterator[None]:
-    lock = maps_dir() / f".{map_key(digest, domain)}.lock"
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _locked(digest: str, domain: str | None):
+    return file_lock(maps_dir() / f".{map_key(digest, domain)}.lock")
 
 
 def start_map(teacher_id: str, domain: str | None = None, digest: str | None = None) -> int | None:

@@ -17,11 +17,9 @@ half-written teacher.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -35,7 +33,7 @@ from dfkd_viz.errors import DfkdVizError, UnknownNameError
 from dfkd_viz.models import Classifier, create_model
 from dfkd_viz.paths import teachers_dir
 from dfkd_viz.teachers.recipes import RECIPES, Progress
-from dfkd_viz.util.io import atomic_path, write_json
+from dfkd_viz.util.io import atomic_path, file_lock, write_json
 
 Kind = Literal["clean", "ntl", "cuti", "backdoor", "user"]
 CARD_FIELDS = (
@@ -338,15 +336,8 @@ def is_trained(teacher_id: str) -> bool:
     return _read_card(teacher_id) is not None
 
 
-@contextlib.contextmanager
-def _locked(teacher_id: str) -> Iterator[None]:
-    lock = teachers_dir() / f".{teacher_id}.lock"
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _locked(teacher_id: str):
+    return file_lock(teachers_dir() / f".{teacher_id}.lock")
 
 
 def evaluate_teacher(model: Classifier, spec_or_card) -> dict:
