@@ -78,6 +78,13 @@ bench: setup-dev chromium
 bench-quick: setup-dev chromium
 	$(VENV)/bin/python benchmarks/bench.py --quick
 
+## make bench-pairs: run every scenario pair once (seed 0; the pair's two runs at once, pairs one
+## after another, ~12 min on 2 cores) in the run store → benchmarks/results/pairs.json and the
+## table of docs/results/pairs.md; not part of `make bench` (too slow for it)
+.PHONY: bench-pairs
+bench-pairs: setup
+	$(VENV)/bin/python benchmarks/pairs.py --fresh --docs
+
 ## make gpu-check: on a machine with a CUDA GPU, one minute per scenario and precision (fp32, bf16,
 ## fp16) on the GPU path: iterations/s, peak GPU memory, accuracy → benchmarks/results/gpu_check.json.
 ## Without a GPU it exits with code 3 ("no CUDA GPU found"): not a pass, not a failure; use make bench.

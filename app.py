@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/setup.py", title="Setup", icon=":material/tune:", url_path="setup"),
     st.Page("pages/live.py", title="Live", icon=":material/monitoring:", url_path="live"),
     st.Page("pages/runs.py", title="Runs", icon=":material/list:", url_path="runs"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
     st.Page("pages/decisions.py", title="Decisions", icon=":material/rule:", url_path="decisions"),
     st.Page(
         "pages/embeddings.py",

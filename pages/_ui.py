@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 from dfkd_viz.errors import DfkdVizError
@@ -20,6 +21,7 @@ PAGE_FILES = {
     "setup": "pages/setup.py",
     "live": "pages/live.py",
     "runs": "pages/runs.py",
+    "compare": "pages/compare.py",
     "decisions": "pages/decisions.py",
     "embeddings": "pages/embeddings.py",
     "sweeps": "pages/sweeps.py",
@@ -91,6 +93,41 @@ def pct(v: Any) -> str:
 def go(page: str, run_id: str | None = None) -> None:
     """Switch to ``page`` (a key of PAGE_FILES), carrying the run in the URL."""
     st.switch_page(PAGE_FILES[page], query_params={"run": run_id} if run_id else None)
+
+
+def compare_url(run_ids: Sequence[str]) -> str:
+    """The Compare page's address for these runs, ``/compare?runs=A,B`` (2 to 4 runs shown side
+    by side; relative to the app's root, e.g. for a Markdown link)."""
+    from dfkd_viz.runs.presets import compare_path
+
+    return compare_path(list(run_ids))
+
+
+def go_compare(run_ids: Sequence[str]) -> None:
+    """Switch to the Compare page showing ``run_ids`` side by side (2 to 4; the page says what it
+    leaves out)."""
+    st.switch_page(PAGE_FILES["compare"], query_params={"runs": ",".join(run_ids)})
+
+
+def compare_link(run_ids: Sequence[str], label: str = "Compare side by side", container=None):
+    """A link to the Compare page for ``run_ids`` (in ``container``, default the page)."""
+    return (container or st).page_link(
+        PAGE_FILES["compare"],
+        label=label,
+        icon=":material/compare:",
+        query_params={"runs": ",".join(run_ids)},
+    )
+
+
+def run_list_param(value: str | None) -> list[str]:
+    """Run ids from a comma-separated URL value (``?runs=A,B``): blanks dropped, each id once, in
+    the order given."""
+    out: list[str] = []
+    for part in (value or "").split(","):
+        part = part.strip()
+        if part and part not in out:
+            out.append(part)
+    return out
 
 
 @st.cache_data(ttl=2.0, show_spinner=False)
@@ -263,6 +300,28 @@ def start_demo(preset: str = "clean-dfq") -> None:
     go("out-of-domain" if "out-of-domain" in get_preset(preset).tags else "live", run_id)
 
 
+def start_pair(pair: str) -> None:
+    """Launch both runs of the scenario pair ``pair`` (``dfkd_viz.runs.presets.PAIRS``; each run
+    with half the cores) through the run manager and open the Compare page on them,
+    ``/compare?runs=A,B``. Both configs are validated before either run starts; a
+    :class:`DfkdVizError` (unknown pair, untrainable teacher, bad config) is shown as an error
+    and nothing is started."""
+    from dfkd_viz.runs.config import validate_config
+    from dfkd_viz.runs.presets import pair_configs
+
+    try:
+        configs = pair_configs(pair)
+        for raw in configs:
+            validate_config(raw)
+        run_ids = [manager.launch(raw) for raw in configs]
+    except DfkdVizError as exc:
+        st.error(str(exc))
+        return
+    cached_runs.clear()
+    time.sleep(0.05)
+    go_compare(run_ids)
+
+
 @contextlib.contextmanager
 def profiled(name: str) -> Iterator[None]:
     """Time a block; when ``DFKD_VIZ_PROFILE`` names a file, append ``name<TAB>milliseconds``
@@ -361,3 +420,43 @@ def csv_download(df, file_name: str, key: str, label: str = "Data (CSV)", contai
         icon=":material/table:",
         type="tertiary",
     )
+
+
+PER_CLASS_METRICS = ("id_acc", "ood_acc", "asr")
+"""The per-class fractions a run records at each evaluation (see ``dfkd_viz.runs.store``)."""
+
+
+def _no_per_class() -> dict[str, Any]:
+    return {"last": 0, "teacher": None, **{m: ([], np.zeros((0, 0))) for m in PER_CLASS_METRICS}}
+
+
+def per_class_histories(run_path: str, last_eval: int) -> dict[str, Any]:
+    """A run's per-class histories up to its evaluation at ``last_eval``: per quantity of
+    :data:`PER_CLASS_METRICS` ``(steps, (S, K) fractions)`` (``([], (0, 0))`` when not recorded),
+    the teacher's per-class ID accuracy under ``"teacher"`` (``(K,)`` or None) and ``"last"``.
+
+    Kept in the session per run and read incrementally, so a view that polls reads only the
+    evaluations since its last poll (one evaluation ~0.6 ms; 300 at once ~20 ms). When the steps
+    went back or the last kept evaluation changed (a resume from an older checkpoint rewrites
+    them), everything is read again."""
+    key = f"_pc_hist::{run_path}"
+    have = st.session_state.get(key) or _no_per_class()
+    if last_eval == have["last"]:
+        return have
+    with RunReader(run_path) as r:
+        kept_steps, kept = have["id_acc"]
+        if have["last"] > last_eval or (
+            kept_steps
+            and not np.array_equal(r.per_class("id_acc", kept_steps[-1]), kept[-1], equal_nan=True)
+        ):
+            have = _no_per_class()
+        for m in PER_CLASS_METRICS:
+            steps, values = r.per_class_history(m, after=have["last"], upto=last_eval)
+            if steps:
+                old_steps, old = have[m]
+                have[m] = (old_steps + steps, np.vstack([old, values]) if old_steps else values)
+        if have["teacher"] is None:
+            have["teacher"] = r.per_class("teacher_id_acc")
+    have["last"] = last_eval
+    st.session_state[key] = have
+    return have

@@ -1,9 +1,11 @@
-"""Home: what the lab shows, the scenarios, one-click demo."""
+"""Home: what the lab shows, the scenario pairs and scenarios, one-click demo."""
+
+import re
 
 import streamlit as st
 
 from dfkd_viz.distill.methods import METHODS
-from dfkd_viz.runs.presets import PRESETS
+from dfkd_viz.runs.presets import PAIRS, PRESETS
 from pages import _ui as ui
 
 ui.page_setup()
@@ -34,6 +36,33 @@ if c2.button("Set up a run", icon=":material/tune:", use_container_width=True, k
 st.caption(
     "The demo distils the clean MNIST teacher with DFQ (≈30 s on two CPU cores) and opens its live view."
 )
+
+st.subheader("Scenario pairs")
+st.caption(
+    "Two scenarios that differ in one setting, run side by side: **Run the pair** starts both "
+    "(each on half the cores) and opens them on Compare. The numbers below were measured with "
+    "seed 0 on this lab's two-core machine (docs/results/pairs.md)."
+)
+pairs = list(PAIRS.values())
+for row in range(0, len(pairs), 3):
+    cols = st.columns(3)
+    for col, pair in zip(cols, pairs[row : row + 3]):
+        with col.container(border=True):
+            first, second = (PRESETS[name] for name in pair.presets)
+            st.markdown(f"**{pair.title}**  \n`{first.name}` vs `{second.name}`")
+            st.caption(
+                f"{first.title} · {second.title} — they differ only in {', '.join(pair.differs_in)}"
+            )
+            # a number keeps its unit on the same line in a narrow card ("35 %", not "35 / %")
+            look_for = re.sub(r"(\d) %", "\\1\u00a0%", pair.look_for)
+            st.markdown(f"**What to look for.** {look_for}")
+            if st.button(
+                "Run the pair",
+                key=f"pair_{pair.name}",
+                icon=":material/compare_arrows:",
+                type="primary",
+            ):
+                ui.start_pair(pair.name)
 
 st.subheader("Scenarios")
 cards = list(PRESETS.values())

@@ -1,5 +1,5 @@
 """Live: status, progress and ETA, Stop / Resume, curves, per-class accuracy and confusion
-matrices, and synthetic samples, updating while the run goes. The controls are static; everything
+matrices, synthetic samples and "Fork from here", updating while the run goes. The controls are static; everything
 that changes lives in one fragment that polls the run store (so a slow full rerun on a busy machine
 never leaves half a page)."""
 
@@ -9,8 +9,10 @@ import numpy as np
 import streamlit as st
 
 from dfkd_viz import viz
+from dfkd_viz.distill.defenses import DEFENSES
 from dfkd_viz.errors import DfkdVizError
 from dfkd_viz.runs import manager
+from dfkd_viz.runs.config import parse_param_pairs
 from dfkd_viz.runs.store import ACTIVE_STATES, RunReader
 from pages import _ui as ui
 
@@ -31,7 +33,7 @@ teacher_ref = {
     else None,
 }
 
-c1, c2, c3, c4, c5, c6 = st.columns([1, 1.2, 1.6, 1.2, 1, 1])
+c1, c2, c7, c3, c4, c5, c6 = st.columns([0.8, 1.1, 1.1, 1.4, 1.5, 1.05, 1.1])
 if active and c1.button("Stop", icon=":material/stop:", key="stop"):
     try:
         manager.stop(run_id, wait_s=5.0)
@@ -50,6 +52,13 @@ if info["status"] in ("stopped", "failed") and c1.button(
     st.rerun()
 if c2.button("Decisions", icon=":material/rule:", key="to_decisions"):
     ui.go("decisions", run_id)
+if c7.button(
+    "Compare",
+    icon=":material/compare:",
+    key="to_compare",
+    help="this run side by side with others (its parent, its forks, any run)",
+):
+    ui.go_compare([run_id] + ([info["parent_run"]] if info.get("parent_run") else []))
 xaxis = c3.radio(
     "x axis",
     ["step", "wall_s"],
@@ -62,6 +71,14 @@ follow = c4.toggle(
 )
 play = c5.toggle("Play", value=False, key="play", help="step through the snapshots")
 ui.export_menu(run_id, c6)
+if info.get("parent_run"):
+    p1, p2 = st.columns([3, 1.2])
+    p1.caption(
+        f"Fork of `{info['parent_run']}` at step {info['fork_step']}: its curves up to that step "
+        "are the parent's history."
+    )
+    if p2.button("Compare with parent", icon=":material/compare:", key="cmp_parent"):
+        ui.go_compare([info["parent_run"], run_id])
 
 
 # until the first evaluation is in, poll faster so the first curve shows as soon as the worker
@@ -231,8 +248,14 @@ def _live_view() -> None:
         thin = viz.downsample(wide, 400)
         left, right = st.columns(2)
         evals = wide.dropna(subset=["id_acc"])
+        fork_at = None
+        if cur.get("fork_step") is not None:  # left of the line: the parent's history
+            at_fork = wide[wide["step"] <= cur["fork_step"]]
+            fork_at = cur["fork_step"] if xaxis == "step" or at_fork.empty else at_fork[xaxis].max()
         left.plotly_chart(
-            viz.accuracy_curves(evals, x=xaxis, teacher_ref=teacher_ref), key="acc", config=cfg
+            viz.accuracy_curves(evals, x=xaxis, teacher_ref=teacher_ref, fork_at=fork_at),
+            key="acc",
+            config=cfg,
         )
         right.plotly_chart(viz.agreement_curve(thin, x=xaxis), key="agree", config=cfg)
         left.plotly_chart(viz.loss_curves(thin, "g_", x=xaxis), key="gloss", config=cfg)
@@ -259,6 +282,57 @@ def _live_view() -> None:
         + (", defense score and decision" if decided else "")
     )
     st.html(viz.sample_grid_html(list(df["image"]), caps, subs, keep))
+    fork_form(snap_step)
+
+
+def fork_form(step: int) -> None:
+    """ "Fork from here": a new run from this run's checkpoint at the snapshot slider's step (the
+    nearest kept checkpoint at or before it) with another defense or parameters."""
+    cfg = info["config"]
+    with st.expander(f"Fork from here · step {step}", icon=":material/call_split:"):
+        st.caption(
+            "Starts a new run from this run's checkpoint at the snapshot slider's step (the "
+            "nearest kept one at or before it) with the changes below and the rest of this run's "
+            "budget; this run is left as it is. Turn **Follow latest** off to hold the step."
+        )
+        names = list(DEFENSES.names())
+        with st.form(f"fork_{run_id}", border=False):
+            defense = st.selectbox(
+                "Defense from here on",
+                names,
+                index=names.index(cfg.get("defense") or "none"),
+                key=f"fork_defense_{run_id}",
+            )
+            mp = st.text_input(
+                "Method parameters to change",
+                placeholder="KEY=VALUE, … e.g. lr_s=0.05",
+                key=f"fork_mp_{run_id}",
+            )
+            dp = st.text_input(
+                "Defense parameters",
+                placeholder="KEY=VALUE, … (the defense's defaults otherwise)",
+                key=f"fork_dp_{run_id}",
+                help="the chosen defense's parameters: "
+                + ", ".join(
+                    f"{k}={f.default!r}"
+                    for k, f in DEFENSES.get(defense).Params.model_fields.items()
+                ),
+            )
+            go = st.form_submit_button("Start the fork", icon=":material/call_split:")
+        if go:
+            try:
+                out = manager.fork(
+                    run_id,
+                    int(step),
+                    defense=defense,
+                    method_params=parse_param_pairs(mp, "method parameter") or None,
+                    defense_params=parse_param_pairs(dp, "defense parameter") or None,
+                )
+            except DfkdVizError as exc:
+                st.error(str(exc))
+                return
+            ui.cached_runs.clear()
+            ui.go("live", out["run_id"])
 
 
 live_view()

@@ -20,6 +20,24 @@ if not runs:
     )
     st.stop()
 
+
+def lineage(info: dict) -> str:
+    """``PARENT @ step N`` for a fork (``parent_run`` / ``fork_step`` from ``run_info``; read
+    from the store's meta where ``run_info`` does not carry them), else empty."""
+    if "parent_run" in info or info.get("status") == "corrupt":
+        parent, at = info.get("parent_run"), info.get("fork_step")
+    else:
+        try:
+            with RunReader(manager.run_dir(info["run_id"])) as rr:
+                meta = rr.meta()
+        except DfkdVizError:
+            return ""
+        parent, at = meta.get("parent_run"), meta.get("fork_step")
+    if not parent:
+        return ""
+    return f"{parent} @ step {at}" if at not in (None, "") else str(parent)
+
+
 rows = []
 for r in runs:
     c = r.get("config") or {}
@@ -37,6 +55,7 @@ for r in runs:
             "defense": c.get("defense"),
             "seed": c.get("seed"),
             "budget": budget,
+            "fork of": lineage(r),
             "step": r.get("step"),
             "ID acc %": None if r.get("id_acc") is None else round(100 * r["id_acc"], 2),
             "OOD acc %": None if r.get("ood_acc") is None else round(100 * r["ood_acc"], 2),
@@ -45,7 +64,9 @@ for r in runs:
         }
     )
 table = pd.DataFrame(rows)
-st.caption("Select rows to open, compare or delete runs.")
+if not table["fork of"].any():
+    table = table.drop(columns="fork of")  # no forks in the store: no empty column
+st.caption("Select rows to open, compare (two to four, side by side) or delete runs.")
 event = st.dataframe(
     table,
     hide_index=True,
@@ -56,10 +77,18 @@ event = st.dataframe(
 )
 selected = [table.iloc[i]["run"] for i in (event.selection.rows if event else [])]
 
-b = st.columns([1, 1, 1, 3])
+b = st.columns([1, 1.2, 1, 3])
 if b[0].button("Open", disabled=len(selected) != 1, icon=":material/open_in_new:", key="open"):
     ui.go("live", selected[0])
-if b[1].button("Delete", disabled=not selected, icon=":material/delete:", key="delete"):
+if b[1].button(
+    "Compare",
+    disabled=not 2 <= len(selected) <= 4,
+    icon=":material/compare:",
+    key="to_compare",
+    help="the selected runs side by side (two to four): samples, maps, per-class accuracy",
+):
+    ui.go_compare(selected)
+if b[2].button("Delete", disabled=not selected, icon=":material/delete:", key="delete"):
     st.session_state["confirm_delete"] = selected
 if st.session_state.get("confirm_delete"):
     todo = st.session_state["confirm_delete"]
@@ -81,11 +110,16 @@ if st.session_state.get("confirm_delete"):
 st.subheader("Compare runs")
 ok_ids = [r["run_id"] for r in runs if r["status"] != "corrupt"]
 chosen = st.multiselect(
-    "Runs to overlay", ok_ids, default=[s for s in selected if s in ok_ids][:6], key="compare_runs"
+    "Runs to overlay",
+    ok_ids,
+    default=[s for s in selected if s in ok_ids][:4],
+    key="compare_runs",
+    max_selections=4,
 )
 if len(chosen) < 2:
-    st.caption("Pick two or more runs (or select them in the table) to overlay their curves.")
+    st.caption("Pick two to four runs (or select them in the table) to overlay their curves.")
 else:
+    ui.compare_link(chosen, "Open them side by side on Compare")
     metric = st.radio(
         "Metric",
         ["id_acc", "ood_acc", "asr", "agreement"],

@@ -22,6 +22,7 @@ PAGES = [
     "pages/setup.py",
     "pages/live.py",
     "pages/runs.py",
+    "pages/compare.py",
     "pages/decisions.py",
     "pages/embeddings.py",
     "pages/saliency.py",

@@ -335,3 +335,67 @@ def test_teachers_page_imports_uploads_and_rejects_hostile_files(server, browser
     page.get_by_text("Imported my-digits").wait_for(timeout=60000)
     assert page.locator('[data-testid="stException"]').count() == 0
     assert len(load_dataset("my-digits", "test")) == 24
+
+
+def _compare_state(page) -> tuple[list[int], list[int]]:
+    """On the Compare page: each run's recorded step (the ``step`` row, ``N of TOTAL``) and the
+    number of points of each run's line on the ID-accuracy curves ([] while not readable)."""
+    try:
+        text = page.inner_text('[data-testid="stMain"]', timeout=10000)
+        points = page.evaluate(
+            "() => { const p = document.querySelector('.js-plotly-plot');"
+            " return p && p.data ? p.data.map(t => t.x.length) : []; }"
+        )
+    except PlaywrightTimeout:
+        return [], []
+    return [int(s) for s in re.findall(r"(\d+) of \d+", text)], list(points or [])
+
+
+def test_compare_page_shows_two_runs_side_by_side_while_they_run(server, browser, trained_home):
+    """``/compare?runs=A,B`` with both runs going: the configuration difference first, one column
+    per run (each with its own synthetic samples), and the page follows them: each run's
+    recorded step and the points of its ID-accuracy curve grow without a reload."""
+    from dfkd_viz.runs import manager
+
+    common = {
+        "teacher": "mnist-clean",
+        "method": "dfq",
+        "steps": 600,
+        "threads": 1,
+        "batch_size": 64,
+        "eval_every": 10,
+        "snapshot_every": 20,
+        "snapshot_size": 16,
+        "checkpoint_every": 200,
+        "embedding": False,
+    }
+    runs = [manager.launch({**common, "defense": d}) for d in ("none", "ta-select")]
+    page = browser.new_page(viewport={"width": 1440, "height": 2600})
+    page.goto(server + f"/compare?runs={','.join(runs)}")
+    page.wait_for_selector("text=What differs", timeout=120000)
+    deadline = time.time() + 120  # both runs' first snapshot and evaluation
+    while time.time() < deadline and not (
+        page.locator("img[alt='sample 0']").count() == 2 and len(_compare_state(page)[1]) == 2
+    ):
+        time.sleep(1)
+    first_steps, first_points = _compare_state(page)
+    assert len(first_steps) == 2 and len(first_points) == 2, page.inner_text("body")[:2000]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        steps, points = _compare_state(page)
+        if (
+            len(steps) == len(points) == 2
+            and all(s > f for s, f in zip(steps, first_steps))
+            and all(p > f for p, f in zip(points, first_points))
+        ):
+            break
+        time.sleep(1)
+    assert all(s > f for s, f in zip(steps, first_steps)), (first_steps, steps)
+    assert all(p > f for p, f in zip(points, first_points)), (first_points, points)
+    _no_errors(page)
+    main = page.inner_text('[data-testid="stMain"]')
+    # the configuration difference comes first, and only what differs: the defense
+    assert main.index("What differs") < main.index("Synthetic samples") < main.index("Per class")
+    assert re.search(r"defense\s+none\s+ta-select", main), main[:1500]
+    assert page.locator("img[alt='sample 0']").count() == 2  # one grid per run, side by side
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)

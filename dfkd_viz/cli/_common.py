@@ -8,8 +8,6 @@ import json
 import sys
 from typing import Any
 
-from dfkd_viz.errors import DfkdVizError
-
 EXIT_USAGE = 2
 """Exit code of every error a user can cause (bad arguments, unknown names, bad files)."""
 
@@ -36,13 +34,8 @@ def print_json(obj: Any) -> None:
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise DfkdVizError(f"--param takes KEY=VALUE (got {pair!r})")
-        k, v = pair.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
+    """Repeated ``--param KEY=VALUE`` options as a dict (values JSON where they parse); a
+    malformed item raises ConfigError (see :func:`dfkd_viz.runs.config.parse_param_pairs`)."""
+    from dfkd_viz.runs.config import parse_param_pairs
+
+    return parse_param_pairs(list(pairs or []), "--param")

@@ -17,6 +17,8 @@ def cmd_presets(args) -> int:
     from dfkd_viz.distill.methods import METHODS
     from dfkd_viz.runs.presets import PRESETS
 
+    if args.pairs:
+        return _list_pairs(args.json)
     items = [
         {
             "name": p.name,
@@ -36,6 +38,32 @@ def cmd_presets(args) -> int:
         defense = cfg.get("defense") or METHODS.get(cfg["method"]).default_defense or "none"
         print(f"{p['name']:18} {cfg['teacher']:28} {cfg['method']:8} {defense:10} {budget}")
         print(f"{'':18} {p['description']}")
+    return 0
+
+
+def _list_pairs(as_json: bool) -> int:
+    """``presets --pairs``: the scenario pairs, as text or one JSON list."""
+    from dfkd_viz.runs.presets import PAIRS
+
+    items = [
+        {
+            "name": p.name,
+            "title": p.title,
+            "presets": list(p.presets),
+            "differs_in": list(p.differs_in),
+            "look_for": p.look_for,
+            "tags": list(p.tags),
+        }
+        for p in PAIRS.values()
+    ]
+    if as_json:
+        print_json(items)
+        return 0
+    for p in items:
+        print(
+            f"{p['name']:24} {' vs '.join(p['presets'])}  (differ in {', '.join(p['differs_in'])})"
+        )
+        print(f"{'':24} {p['look_for']}")
     return 0
 
 
@@ -96,6 +124,8 @@ def cmd_run(args) -> int:
         overrides["method_params"] = parse_params(args.param)
     if args.defense_param:
         overrides["defense_params"] = parse_params(args.defense_param)
+    if args.pair:
+        return _run_pair(args.pair, overrides, args.json)
     raw = preset_config(args.preset, overrides)
     if not args.preset:
         missing = [k for k in ("teacher", "method") if not raw.get(k)]
@@ -110,6 +140,37 @@ def cmd_run(args) -> int:
             print(run_id)
         return 0
     return _follow(run_id, args.json)
+
+
+def _run_pair(name: str, overrides: dict[str, Any], as_json: bool) -> int:
+    """``run --pair NAME``: validate both runs' configs, then start both in the background and
+    print their ids and the Compare page's URL path (JSON: ``pair``, ``presets``, ``run_ids``,
+    ``compare``)."""
+    from dfkd_viz.runs import manager
+    from dfkd_viz.runs.config import validate_config
+    from dfkd_viz.runs.presets import compare_path, get_pair, pair_configs
+
+    pair = get_pair(name)
+    configs = pair_configs(name, overrides)
+    for raw in configs:  # both valid before either starts
+        validate_config(raw)
+    run_ids = [manager.create_run(raw) for raw in configs]
+    for run_id in run_ids:
+        manager.start_worker(run_id)
+    if as_json:
+        print_json(
+            {
+                "pair": name,
+                "presets": list(pair.presets),
+                "run_ids": run_ids,
+                "compare": compare_path(run_ids),
+            }
+        )
+    else:
+        for run_id, preset in zip(run_ids, pair.presets):
+            print(f"{run_id}  {preset}")
+        print(compare_path(run_ids))
+    return 0
 
 
 def _follow(run_id: str, as_json: bool) -> int:
@@ -271,16 +332,44 @@ def cmd_runs_compare(args) -> int:
     from dfkd_viz.runs import manager
     from dfkd_viz.runs.export import compare_report_html
     from dfkd_viz.util.io import write_atomic
+    from dfkd_viz.viz.compare import MAX_RUNS
 
-    if len(args.run_ids) < 2:
-        raise DfkdVizError("compare needs at least two runs")
+    if not 2 <= len(args.run_ids) <= MAX_RUNS:
+        raise DfkdVizError(
+            f"compare needs two to {MAX_RUNS} runs side by side (got {len(args.run_ids)})"
+        )
+    if args.step is not None and args.step < 0:
+        raise DfkdVizError(f"--step must be a step ≥ 0 (got {args.step})")
     dirs = [manager.run_dir(r) for r in args.run_ids]
     out = Path(args.out)
     try:
-        write_atomic(out, compare_report_html(dirs))
+        write_atomic(out, compare_report_html(dirs, step=args.step))
     except OSError as exc:
         raise DfkdVizError(f"could not write {out}: {exc.strerror or exc}") from exc
     print(str(out))
+    return 0
+
+
+def cmd_runs_fork(args) -> int:
+    from dfkd_viz.runs import manager
+
+    out = manager.fork(
+        args.run_id,
+        args.step,
+        defense=args.defense,
+        method_params=parse_params(args.param) or None,
+        defense_params=parse_params(args.defense_param) or None,
+    )
+    if out["fork_step"] != out["requested_step"]:
+        print(
+            f"no checkpoint at step {out['requested_step']}: forking from the nearest kept one "
+            f"at or before it, step {out['fork_step']}",
+            file=sys.stderr,
+        )
+    if args.json:
+        print_json({k: out[k] for k in ("run_id", "parent_run", "fork_step", "requested_step")})
+    else:
+        print(out["run_id"])
     return 0
 
 
@@ -294,10 +383,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's sub-commands to the top-level parser."""
     pr = sub.add_parser("presets", help="list the named scenarios")
     pr.add_argument("--json", action="store_true")
+    pr.add_argument(
+        "--pairs", action="store_true", help="list the scenario pairs (two presets to compare)"
+    )
     pr.set_defaults(func=cmd_presets)
 
     r = sub.add_parser("run", help="distil a student (in a detached worker)")
-    r.add_argument("--preset", help="a named scenario; explicit options override it")
+    scenario = r.add_mutually_exclusive_group()
+    scenario.add_argument("--preset", help="a named scenario; explicit options override it")
+    scenario.add_argument(
+        "--pair",
+        metavar="NAME",
+        help="a scenario pair (`presets --pairs`): start both of its runs in the background "
+        "(each with half the cores unless --threads) and print their ids and the Compare URL "
+        "path; other options apply to both, except the field the pair compares",
+    )
     r.add_argument("--teacher")
     r.add_argument("--method")
     r.add_argument("--defense")
@@ -366,9 +466,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     rex.add_argument("--format", choices=["html", "csv", "parquet", "safetensors"], default="html")
     rex.add_argument("--out", help="file to write (default: RUN_ID.<format> here)")
     rex.set_defaults(func=cmd_runs_export)
-    rco = rsub.add_parser("compare", help="an HTML report overlaying several runs")
-    rco.add_argument("run_ids", nargs="+")
-    rco.add_argument("--out", default="comparison.html")
+    rfo = rsub.add_parser(
+        "fork",
+        help="start a new run from a run's checkpoint at a step, with another defense or "
+        "parameters (in the background; the parent is untouched)",
+    )
+    rfo.add_argument("run_id")
+    rfo.add_argument(
+        "--step",
+        type=int,
+        required=True,
+        help="fork at this step (the nearest kept checkpoint at or before it is used)",
+    )
+    rfo.add_argument("--defense", help="the fork's defense (default: the parent's)")
+    rfo.add_argument(
+        "--method-param",
+        "--param",
+        dest="param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a method parameter to change (repeatable)",
+    )
+    rfo.add_argument(
+        "--defense-param", action="append", metavar="KEY=VALUE", help="a defense parameter"
+    )
+    rfo.add_argument("--json", action="store_true")
+    rfo.set_defaults(func=cmd_runs_fork)
+    rco = rsub.add_parser(
+        "compare",
+        help="an HTML report of 2 to 4 runs side by side: configuration differences, curves "
+        "overlaid, samples, embedding maps and per-class heatmaps at one step",
+    )
+    rco.add_argument("run_ids", nargs="+", metavar="RUN")
+    rco.add_argument("--out", default="comparison.html", help="file to write")
+    rco.add_argument(
+        "--step",
+        type=int,
+        help="the step to compare the runs at (each shows its nearest recorded step at or "
+        "before it; default: the last snapshot step they all recorded)",
+    )
     rco.set_defaults(func=cmd_runs_compare)
 
 

@@ -417,14 +417,22 @@ class Engine:
         for k, v in self.defense.state_dict().items():
             tensors["defense." + k] = v.detach().cpu().contiguous()
         tensors["rng"] = self.rng.get_state()
+        meta["defense"] = self.defense.name  # a fork with another defense leaves this state out
         meta["precision"] = self.amp.name
         amp_state = self.amp.state_dict()  # fp16's loss scalers, by optimiser name
         if amp_state:
             meta["amp"] = amp_state
         return tensors, meta
 
-    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict` output (raises KeyError/RuntimeError on a mismatch)."""
+    def load_state_dict(
+        self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], defense_state: bool = True
+    ) -> None:
+        """Restore from :meth:`state_dict` output (raises KeyError/RuntimeError on a mismatch).
+
+        Args:
+            defense_state: False leaves the defense as built (a fork that switches to another
+                defense: the checkpoint's ``defense.*`` tensors belong to the old one).
+        """
         for prefix, mod in self.modules_to_save():
             sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             mod.load_state_dict(sd, strict=True)
@@ -435,9 +443,10 @@ class Engine:
                     _, pid, key = k.split(".", 2)
                     state[int(pid)][key] = v.to(self.device) if key != "step" else v
             opt.load_state_dict({"state": dict(state), "param_groups": meta[name]})
-        self.defense.load_state_dict(
-            {k[8:]: v for k, v in tensors.items() if k.startswith("defense.")}
-        )
+        if defense_state:
+            self.defense.load_state_dict(
+                {k[8:]: v for k, v in tensors.items() if k.startswith("defense.")}
+            )
         if "rng" in tensors:
             self.rng.set_state(tensors["rng"])
         self.amp.load_state_dict(meta.get("amp", {}))

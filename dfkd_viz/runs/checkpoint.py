@@ -45,3 +45,30 @@ def load_checkpoint(
         for k in f.keys():  # noqa: SIM118  (safe_open is not iterable)
             tensors[k] = f.get_tensor(k)
     return tensors, meta
+
+
+def checkpoints_to_drop(steps: list[int], every: int, keep: int) -> list[int]:
+    """Which checkpoints to delete so that at most ``keep`` remain, evenly spaced.
+
+    While more than ``keep`` are stored, only those on a grid of ``every`` steps are kept, then of
+    ``2·every``, ``4·every``… — the newest checkpoint always stays (a resume continues from it).
+    A run of 1000 steps with ``every=20, keep=25`` keeps steps 40, 80, …, 1000.
+
+    Args:
+        steps: the stored checkpoints' steps (any order, ≥ 0).
+        every: the run's ``checkpoint_every`` (≥ 1).
+        keep: the run's ``keep_checkpoints`` (≥ 1).
+
+    Returns:
+        The steps to delete, ascending (empty while ``len(steps) <= keep``).
+    """
+    steps = sorted(set(steps))
+    if len(steps) <= keep:
+        return []
+    newest = steps[-1]
+    spacing = max(1, every)
+    while True:
+        kept = {s for s in steps if s % spacing == 0} | {newest}
+        if len(kept) <= keep:
+            return [s for s in steps if s not in kept]
+        spacing *= 2

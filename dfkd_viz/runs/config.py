@@ -66,7 +66,20 @@ class RunConfig(BaseModel):
     eval_every: int = Field(10, ge=1, le=MAX_STEPS)
     snapshot_every: int = Field(20, ge=1, le=MAX_STEPS)
     snapshot_size: int = Field(64, ge=1, le=512)
-    checkpoint_every: int = Field(100, ge=1, le=MAX_STEPS)
+    checkpoint_every: int = Field(
+        20,
+        ge=1,
+        le=MAX_STEPS,
+        description="write a checkpoint every N steps (default: at every default snapshot, so a "
+        "fork from Live's snapshot slider starts exactly there)",
+    )
+    keep_checkpoints: int = Field(
+        25,
+        ge=1,
+        le=10_000,
+        description="checkpoints kept on disk: beyond this many the older ones are thinned to "
+        "every 2nd, 4th… (the newest always kept); forks start from the nearest kept one",
+    )
     ood_domain: str | None = Field(
         None, description="OOD domain for OOD accuracy (default: the teacher's)"
     )
@@ -130,6 +143,27 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         rule = err.get("msg", "is invalid").lower().replace("input should", "must")
     text = f"{field} {rule}" if field else rule
     return f"{text} (got {given!r})" if given is not None and not isinstance(given, dict) else text
+
+
+def parse_param_pairs(pairs: list[str] | str | None, what: str = "parameter") -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a dict; a value is read as JSON where it parses (``0.5``, ``true``,
+    ``[1, 2]``), else kept as text. A string is split at newlines and at commas outside brackets.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key (one sentence).
+    """
+    if isinstance(pairs, str):
+        pairs = [p for p in re.split(r"\n|,(?![^\[\{]*[\]\}])", pairs) if p.strip()]
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"a {what} takes KEY=VALUE (got {pair.strip()!r})")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value.strip()
+    return out
 
 
 def parse_config(data: dict[str, Any]) -> RunConfig:

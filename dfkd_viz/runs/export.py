@@ -205,7 +205,8 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
     curves (interactive), the per-class heatmaps (ID accuracy with the teacher's column; ASR per
     source class for a run with a trigger), synthetic samples at ``sample_steps`` (default: first, middle, last
     snapshot), the defense's decisions, the embedding map and the backdoor views when the run has
-    them. Raises DfkdVizError for an unreadable run."""
+    them; a fork names its parent ("fork of PARENT at step N", from the store's meta keys
+    ``parent_run`` and ``fork_step``). Raises DfkdVizError for an unreadable run."""
     from dfkd_viz import viz
     from dfkd_viz.teachers import card as teacher_card
     from dfkd_viz.viz.saliency import localisation_curve, trigger_figure
@@ -214,6 +215,7 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
     with RunReader(run_dir) as r:
         cfg = r.config()
         status = r.status()
+        meta = r.meta()
         wide = r.metrics_wide()
         steps = r.snapshot_steps()
         chosen = [s for s in (sample_steps or _pick_steps(steps, 3)) if s in steps]
@@ -238,6 +240,11 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
         f"method <b>{html.escape(str(cfg.get('method')))}</b> · defense "
         f"<b>{html.escape(str(cfg.get('defense', 'none')))}</b> · state {html.escape(str(status.get('state')))}"
         f" · {status.get('step') or 0} steps in {status.get('wall_s') or 0:.0f} s</p>",
+        *(
+            [f"<p><b>Lineage:</b> {html.escape(lineage)}</p>"]
+            if (lineage := _lineage(meta))
+            else []
+        ),
         "<h2>Metrics at the last evaluation</h2>",
         _kv(
             {
@@ -353,6 +360,14 @@ def run_report_html(run_dir: str | Path, sample_steps: Sequence[int] | None = No
     return _page(f"dfkd-viz run {run_dir.name}", body)
 
 
+def _lineage(meta: dict[str, str]) -> str | None:
+    """``"fork of PARENT at step N"`` from a run store's meta (``parent_run``, ``fork_step``), or
+    None for a run that is no fork."""
+    from dfkd_viz.viz.compare import lineage_text
+
+    return lineage_text(meta.get("parent_run"), meta.get("fork_step"))
+
+
 def _saliency_mosaic(run_dir: Path, trig_name: str, cfg: dict, tcard: dict):
     """Integrated-Gradients overlays of teacher and final student on 8 triggered test images, or
     None when the run has no checkpoint (or its models cannot be loaded)."""
@@ -392,52 +407,270 @@ def _saliency_mosaic(run_dir: Path, trig_name: str, cfg: dict, tcard: dict):
     )
 
 
-def compare_report_html(run_dirs: Sequence[str | Path]) -> str:
-    """A self-contained HTML report overlaying several runs' curves (ID accuracy, OOD accuracy,
-    ASR, agreement) with a final-metrics table. Raises ValueError for fewer than two runs."""
-    from dfkd_viz import viz
+def run_config_defaults() -> dict[str, Any]:
+    """Every :class:`~dfkd_viz.runs.config.RunConfig` field's default value (a config written
+    before a field existed compares by its effective value)."""
+    from dfkd_viz.runs.config import RunConfig
+
+    return {
+        name: f.get_default(call_default_factory=True) for name, f in RunConfig.model_fields.items()
+    }
+
+
+def _map_key(cfg: dict[str, Any]) -> tuple[str, str | None]:
+    """Runs with the same key share one reference map (the teacher's, for its OOD domain or the
+    student's domain)."""
+    return str(cfg.get("teacher")), cfg.get("student_domain") or cfg.get("ood_domain")
+
+
+def _compare_data(run_dir: Path) -> dict[str, Any]:
+    """What the comparison shows of one run, but the samples of a snapshot: config, status,
+    lineage, curves, recorded steps, the reference map and the per-class histories."""
+    with RunReader(run_dir) as r:
+        meta = r.meta()
+        out: dict[str, Any] = {
+            "config": r.config(),
+            "status": r.status(),
+            "latest": r.latest(("id_acc", "ood_acc", "asr")),
+            "lineage": _lineage(meta),
+            "parent_run": meta.get("parent_run"),
+            "fork_step": meta.get("fork_step"),
+            "wide": r.metrics_wide(("id_acc", "ood_acc", "asr", "agreement")),
+            "snapshot_steps": r.snapshot_steps(),
+            "embedded_steps": r.embedded_steps(),
+            "reference": r.reference(),
+            "per_class": {m: r.per_class_history(m) for m in ("id_acc", "ood_acc", "asr")},
+            "teacher_per_class": r.per_class("teacher_id_acc"),
+        }
+    return out
+
+
+def _run_samples(run_dir: Path, step: int | None):
+    if step is None:
+        return None
+    with RunReader(run_dir) as r:
+        return r.samples(step)
+
+
+def _nearest(at: int, step: int | None) -> str:
+    return "" if at == step else f" (nearest at or before {step})"
+
+
+def _columns(cells: list[str]) -> str:
+    return (
+        f"<div class='cols' style='grid-template-columns:repeat({len(cells)},minmax(0,1fr))'>"
+        + "".join(f"<div class='col'>{c}</div>" for c in cells)
+        + "</div>"
+    )
+
+
+def _table(df, corner: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    rows = "".join(
+        f"<tr><th>{html.escape(str(i))}</th>"
+        + "".join(f"<td>{html.escape(str(v))}</td>" for v in row)
+        + "</tr>"
+        for i, row in zip(df.index, df.itertuples(index=False))
+    )
+    return f"<table class='grid diff'><tr><th>{html.escape(corner)}</th>{head}</tr>{rows}</table>"
+
+
+_COMPARE_CSS = """
+main{max-width:1600px}
+.cols{display:grid;gap:12px;align-items:start}
+.col{min-width:0}
+.chip{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:6px;
+vertical-align:baseline}
+.runhead{font-weight:600;border-top:4px solid;padding-top:4px;margin-bottom:4px}
+table.diff td,table.diff th{text-align:left}
+.cap{font-size:13px;color:#64748b;margin:4px 0}
+"""
+
+
+def compare_report_html(run_dirs: Sequence[str | Path], step: int | None = None) -> str:
+    """A self-contained HTML report of 2 to 4 runs side by side, as the Compare page shows them:
+    the configuration fields that differ (with each run's state, step, latest accuracies and a
+    fork's lineage "fork of PARENT at step N"), the ID / OOD accuracy, ASR and agreement curves
+    overlaid (one colour per run, a dashed line at the compared step), and at the compared step one
+    column per run with its synthetic samples, its samples on the teacher's embedding map (runs of
+    one teacher on one map at one scale) and its per-class heatmap up to that step. Each run shows
+    its nearest recorded step at or before the compared one and says which.
+
+    Args:
+        run_dirs: the runs' directories, in column order (a run may appear twice).
+        step: the compared step (≥ 0); default the last snapshot step every run recorded (else
+            the earliest of the runs' last snapshots; evaluated steps for runs without snapshots).
+
+    Raises:
+        ValueError: fewer than two or more than :data:`~dfkd_viz.viz.compare.MAX_RUNS` runs, or a
+            negative ``step``. DfkdVizError: a run cannot be read.
+    """
+    from dfkd_viz.viz import compare as vc
 
     if len(run_dirs) < 2:
         raise ValueError("a comparison needs at least two runs")
-    frames, rows = {}, []
-    for d in run_dirs:
-        d = Path(d)
-        with RunReader(d) as r:
-            cfg = r.config()
-            frames[
-                f"{d.name[-9:]} · {cfg['teacher']} · {cfg['method']}/{cfg.get('defense', 'none')}"
-            ] = r.metrics_wide()
-        c = model_card(d)
-        rows.append(c)
-    head = ["run", "teacher", "method", "defense", "seed", "steps", "ID acc", "OOD acc", "ASR"]
-    cells = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(v))}</td>"
-            for v in (
-                c["run_id"],
-                c["teacher"],
-                c["method"],
-                c["defense"],
-                c["seed"],
-                c["steps"],
-                _pct(c["id_acc"]),
-                _pct(c["ood_acc"]),
-                _pct(c["asr"]),
-            )
+    if len(run_dirs) > vc.MAX_RUNS:
+        raise ValueError(f"a comparison shows at most {vc.MAX_RUNS} runs side by side")
+    if step is not None and step < 0:
+        raise ValueError(f"the compared step must be ≥ 0 (got {step})")
+    dirs = [Path(d) for d in run_dirs]
+    ids = [d.name for d in dirs]
+    data = [_compare_data(d) for d in dirs]
+    labels = vc.run_labels(ids)
+    colors = vc.run_colors(len(dirs))
+    if step is None:
+        step = vc.common_step([x["snapshot_steps"] for x in data])
+    if step is None:
+        step = vc.common_step(
+            [
+                x["wide"]["step"][x["wide"]["id_acc"].notna()].tolist()
+                if "id_acc" in x["wide"].columns
+                else []
+                for x in data
+            ]
         )
-        + "</tr>"
-        for c in rows
+    infos = [
+        {
+            "status": x["status"].get("state"),
+            "step": x["status"].get("step"),
+            "total_steps": x["status"].get("total_steps"),
+            **x["latest"],
+            "parent_run": x["parent_run"],
+            "fork_step": x["fork_step"],
+        }
+        for x in data
+    ]
+    diff = vc.config_differences([x["config"] for x in data], labels, run_config_defaults())
+    chips = "".join(
+        f"<li><span class='chip' style='background:{c}'></span><b>{html.escape(lab)}</b> "
+        f"<span class='muted'>{html.escape(rid)} · teacher {html.escape(str(x['config'].get('teacher')))}"
+        f" · {html.escape(str(x['config'].get('method')))}/"
+        f"{html.escape(str(x['config'].get('defense') or 'none'))}"
+        + (f" · {html.escape(x['lineage'])}" if x["lineage"] else "")
+        + "</span></li>"
+        for lab, c, rid, x in zip(labels, colors, ids, data)
     )
     body = [
-        f"<h1>Comparison of {len(rows)} runs</h1>",
-        "<h2>Final metrics</h2>",
-        f"<table class='grid'><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{cells}</table>",
+        f"<style>{_COMPARE_CSS}</style>",
+        f"<h1>Comparison of {len(dirs)} runs</h1>",
+        f"<ul style='list-style:none;padding:0'>{chips}</ul>",
+        "<h2>Configuration differences</h2>",
+        (
+            _table(diff, "field")
+            if len(diff)
+            else "<p class='muted'>The runs have the same configuration.</p>"
+        ),
+        "<p class='muted' style='margin-top:14px'>State and latest evaluation</p>",
+        _table(vc.status_rows(infos, labels)),
         "<h2>Curves</h2>",
     ]
-    for metric in ("id_acc", "ood_acc", "asr", "agreement"):
-        if any(metric in f.columns and f[metric].notna().any() for f in frames.values()):
-            body.append(_fig_html(viz.compare_curves(frames, metric)))
+    frames = [x["wide"] for x in data]
+    for metric in (*vc.CURVE_METRICS, "agreement"):
+        if any(metric in f.columns and f[metric].notna().any() for f in frames):
+            body.append(_fig_html(vc.overlay_curves(frames, labels, metric, step, colors)))
+    body.append(f"<h2>At step {step if step is not None else '—'}</h2>")
+    body.append(
+        "<p class='muted'>Each run shows its nearest recorded step at or before this one.</p>"
+    )
+
+    def head(i: int) -> str:
+        return (
+            f"<div class='runhead' style='border-color:{colors[i]}'>"
+            f"<span class='chip' style='background:{colors[i]}'></span>{html.escape(labels[i])}</div>"
+        )
+
+    # synthetic samples
+    snap_at = [vc.at_or_before(x["snapshot_steps"], step) for x in data]
+    samples = [_run_samples(d, s) for d, s in zip(dirs, snap_at)]
+    cells = []
+    for i, x in enumerate(data):
+        if snap_at[i] is None:
+            first = x["snapshot_steps"][0] if x["snapshot_steps"] else None
+            cells.append(
+                head(i)
+                + "<p class='cap'>"
+                + (
+                    f"No snapshot at or before step {step} (the first is at step {first})."
+                    if first is not None
+                    else "This run recorded no synthetic samples."
+                )
+                + "</p>"
+            )
+            continue
+        cells.append(
+            head(i) + f"<p class='cap'>snapshot at step {snap_at[i]}{_nearest(snap_at[i], step)}: "
+            "teacher label (confidence), student label</p>"
+            + vc.samples_grid_html(samples[i], img_px=40)
+        )
+    body += ["<h3>Synthetic samples</h3>", _columns(cells)]
+
+    # embedding maps: runs of one teacher (and domain) share its reference map and one scale
+    emb_at = [vc.at_or_before(x["embedded_steps"], step) for x in data]
+    emb = [
+        samples[i] if emb_at[i] is not None and emb_at[i] == snap_at[i] else None
+        for i in range(len(data))
+    ]
+    for i, d in enumerate(dirs):
+        if emb_at[i] is not None and emb[i] is None:
+            emb[i] = _run_samples(d, emb_at[i])
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(data):
+        groups.setdefault(_map_key(x["config"]), []).append(i)
+    refs: dict[int, Any] = {}
+    ranges: dict[int, Any] = {}
+    for members in groups.values():
+        ref = next((data[i]["reference"] for i in members if len(data[i]["reference"])), None)
+        if ref is None:
+            continue
+        ref = vc.thin_reference(ref)
+        rng = vc.map_ranges(ref, [emb[i] for i in members])
+        for i in members:
+            refs[i], ranges[i] = ref, rng
+    cells = []
+    for i, x in enumerate(data):
+        if x["config"].get("embedding") is False:
+            cells.append(head(i) + "<p class='cap'>Started without an embedding map.</p>")
+        elif i not in refs:
+            cells.append(head(i) + "<p class='cap'>No reference map in this run.</p>")
+        else:
+            mates = [labels[j] for j in groups[_map_key(x["config"])] if j != i]
+            note = (
+                f"samples of step {emb_at[i]}{_nearest(emb_at[i], step)}"
+                if emb_at[i] is not None
+                else f"no samples placed at or before step {step}"
+            ) + (f"; the same teacher map as {', '.join(mates)}" if mates else "")
+            cells.append(
+                head(i)
+                + f"<p class='cap'>{html.escape(note)}</p>"
+                + _fig_html(vc.embedding_panel(refs[i], emb[i], emb_at[i], ranges[i], height=380))
+            )
+    body += ["<h3>Embedding map</h3>", _columns(cells)]
+
+    # per class
+    for metric in ("id_acc", "asr"):
+        if not any(x["per_class"][metric][0] for x in data):
+            continue
+        cells = []
+        for i, x in enumerate(data):
+            steps, values = x["per_class"][metric]
+            at = vc.at_or_before(steps, step)
+            if not steps:
+                cells.append(head(i) + "<p class='cap'>No per-class evaluations recorded.</p>")
+            elif at is None:
+                cells.append(
+                    head(i) + f"<p class='cap'>No evaluation at or before step {step}.</p>"
+                )
+            else:
+                teacher = x["teacher_per_class"] if metric == "id_acc" else None
+                cells.append(
+                    head(i)
+                    + f"<p class='cap'>evaluations to step {at}{_nearest(at, step)}"
+                    + (", the teacher's own accuracy at the right" if teacher is not None else "")
+                    + "</p>"
+                    + _fig_html(vc.per_class_panel(steps, values, at, teacher, metric))
+                )
+        title = "Per class" if metric == "id_acc" else "Per class: ASR per source class"
+        body += [f"<h3>{title}</h3>", _columns(cells)]
     return _page("dfkd-viz comparison", body)
 
 

@@ -24,7 +24,7 @@ from dfkd_viz.errors import DfkdVizError, RunStateError, UnknownNameError
 from dfkd_viz.jobs import log_tail, pid_alive, process_start_time, reap, spawn_detached, terminate
 from dfkd_viz.paths import runs_dir
 from dfkd_viz.runs.config import RunConfig, validate_config
-from dfkd_viz.runs.store import ACTIVE_STATES, RunReader, RunWriter
+from dfkd_viz.runs.store import ACTIVE_STATES, RunReader, RunWriter, copy_store
 from dfkd_viz.util.io import write_atomic
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -99,6 +99,122 @@ def launch(cfg: RunConfig | dict[str, Any]) -> str:
     run_id = create_run(cfg)
     start_worker(run_id)
     return run_id
+
+
+def fork(
+    run_id: str,
+    step: int,
+    defense: str | None = None,
+    method_params: dict[str, Any] | None = None,
+    defense_params: dict[str, Any] | None = None,
+    start: bool = True,
+) -> dict[str, Any]:
+    """Start a new run from ``run_id``'s checkpoint at ``step`` — "what if I had switched this
+    defense on at step N?". The parent is only read (it may still be running).
+
+    The fork starts from the nearest kept checkpoint at or before ``step`` (checkpoints are
+    written every ``checkpoint_every`` steps, 20 by default, and thinned beyond
+    ``keep_checkpoints``, see :func:`~dfkd_viz.runs.checkpoint.checkpoints_to_drop`), with the
+    parent's config and the given changes, and the parent's remaining budget (same ``steps`` /
+    ``seconds`` total; step numbers and wall seconds continue). Its store starts as a copy of the
+    parent's history up to that step, so its curves show where it came from; ``parent_run``,
+    ``fork_step`` and ``requested_step`` are in its meta (and :func:`run_info`). A new defense
+    starts with fresh state; the same defense continues with the checkpoint's state. Generator,
+    student, optimisers and the noise RNG always continue.
+
+    Args:
+        step: the step to fork at (≥ 0).
+        defense: another defense (None: the parent's).
+        method_params: method parameters to change (merged over the parent's).
+        defense_params: defense parameters (merged over the parent's for the same defense; the
+            new defense's defaults otherwise).
+        start: spawn the fork's worker (False: create it queued, for tests and the Ray executor).
+
+    Returns:
+        ``{"run_id", "parent_run", "fork_step", "requested_step", "pid"}``.
+
+    Raises:
+        UnknownNameError: no such run. RunStateError: no checkpoint at or before ``step``.
+        ConfigError: a change is invalid (one sentence naming the field).
+    """
+    import os
+
+    parent_dir = run_dir(run_id)
+    if not isinstance(step, int) or step < 0:
+        raise RunStateError(f"the fork step must be a whole number ≥ 0 (got {step!r})")
+    with RunReader(parent_dir) as r:
+        pcfg = r.config()
+        ckpts = r.checkpoints()
+    changes: dict[str, Any] = {}
+    if defense is not None:
+        changes["defense"] = defense
+    new_defense = defense is not None and defense != pcfg.get("defense")
+    if method_params:
+        changes["method_params"] = {**pcfg.get("method_params", {}), **method_params}
+    if new_defense:
+        changes["defense_params"] = dict(defense_params or {})
+    elif defense_params:
+        changes["defense_params"] = {**pcfg.get("defense_params", {}), **defense_params}
+    cfg = validate_config({**pcfg, **changes})
+    # a checkpoint file can vanish between listing and linking (the parent's worker thins them):
+    # then the next older one is taken
+    for c in sorted((c for c in ckpts if c["step"] <= step), key=lambda c: -c["step"]):
+        src = Path(c["path"])
+        if not src.is_absolute() or not src.exists():
+            src = parent_dir / "checkpoints" / src.name
+        if not src.exists():
+            continue
+        new_id = new_run_id(cfg)
+        d = runs_dir() / new_id
+        (d / "checkpoints").mkdir(parents=True)
+        dst = d / "checkpoints" / src.name
+        try:
+            try:
+                os.link(src, dst)  # no copy: the parent's thinning cannot take it from the fork
+            except FileNotFoundError:
+                shutil.rmtree(d)
+                continue
+            except OSError:
+                shutil.copy2(src, dst)  # another file system, or no hard links there
+            write_atomic(d / "config.json", cfg.to_json())
+            copy_store(parent_dir, d)
+            w = RunWriter(d)
+            w.start_fork(
+                new_id,
+                int(c["step"]),
+                float(c["wall_s"] or 0.0),
+                str(dst),
+                cfg.steps,
+                cfg.seconds,
+                parent_run=run_id,
+                fork_step=str(int(c["step"])),
+                requested_step=str(step),
+                parent_defense=str(pcfg.get("defense") or "none"),
+            )
+            what = [f"defense {pcfg.get('defense')} → {cfg.defense}"] if new_defense else []
+            what += [f"{k}={v}" for k, v in (method_params or {}).items()]
+            what += [f"{k}={v}" for k, v in (defense_params or {}).items()]
+            w.add_event(
+                f"forked from {run_id} at step {c['step']}"
+                + (f" (asked for {step}; the nearest kept checkpoint)" if c["step"] != step else "")
+                + (f": {', '.join(what)}" if what else " with no changes")
+            )
+            w.close()
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+        pid = start_worker(new_id, resume=True) if start else None
+        return {
+            "run_id": new_id,
+            "parent_run": run_id,
+            "fork_step": int(c["step"]),
+            "requested_step": step,
+            "pid": pid,
+        }
+    have = ", ".join(str(c["step"]) for c in ckpts) or "none"
+    raise RunStateError(
+        f"run {run_id} has no checkpoint at or before step {step} (its checkpoints: {have})"
+    )
 
 
 def effective_status(
@@ -189,6 +305,9 @@ def run_info(run_id: str) -> dict[str, Any]:
         # where the run was last distilled (a run created but never started: local, no node)
         executor=meta.get("executor", "local"),
         node=meta.get("node"),
+        # a fork's lineage (None for a run that was started, not forked)
+        parent_run=meta.get("parent_run"),
+        fork_step=int(meta["fork_step"]) if meta.get("fork_step") else None,
     )
     if meta.get("ray_node_id"):
         info["ray_node_id"] = meta["ray_node_id"]

@@ -411,6 +411,42 @@ class RunWriter:
         with self.transaction():
             self.con.execute("DELETE FROM checkpoints WHERE step = ?", (step,))
 
+    def start_fork(
+        self,
+        run_id: str,
+        step: int,
+        wall_s: float,
+        checkpoint: str,
+        total_steps: int | None,
+        budget_s: float | None,
+        **meta: str,
+    ) -> None:
+        """Turn a copy of the parent's store (:func:`copy_store`) into a fork's: the history after
+        ``step`` and the parent's events and checkpoints are dropped, ``checkpoint`` (the fork's
+        own file, at ``step``) is its only checkpoint, the status is ``queued`` at ``step`` with no
+        worker, and ``meta`` (``parent_run``, ``fork_step``…) is recorded."""
+        self.truncate_after(step)
+        now = time.time()
+        progress = step / total_steps if total_steps else wall_s / budget_s if budget_s else 0.0
+        with self.transaction():
+            self.con.execute("DELETE FROM events")
+            self.con.execute("DELETE FROM checkpoints")
+            self.con.execute(
+                "INSERT INTO checkpoints(step, path, wall_s, t) VALUES (?, ?, ?, ?)",
+                (step, checkpoint, wall_s, now),
+            )
+            self.con.execute(
+                "UPDATE status SET state = 'queued', pid = NULL, pid_start = NULL, step = ?, "
+                "wall_s = ?, progress = ?, total_steps = ?, budget_s = ?, created = ?, "
+                "started = NULL, updated = ?, finished = NULL, phase = NULL, error = NULL "
+                "WHERE id = 1",
+                (step, wall_s, min(1.0, progress), total_steps, budget_s, now, now),
+            )
+            for k, v in {"run_id": run_id, **meta}.items():
+                self.con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (k, v))
+            for k in ("executor", "node", "ray_node_id"):
+                self.con.execute("DELETE FROM meta WHERE key = ?", (k,))
+
     def truncate_after(self, step: int) -> None:
         """Drop metrics, snapshots and samples recorded after ``step`` (used when resuming from a
         checkpoint older than the last recorded step, so step numbers stay continuous)."""
@@ -420,6 +456,26 @@ class RunWriter:
             self.con.execute("DELETE FROM snapshots WHERE step > ?", (step,))
             self.con.execute("DELETE FROM artifacts WHERE step > ?", (step,))
             self.con.execute("DELETE FROM per_class WHERE step > ?", (step,))
+
+
+def copy_store(src_dir: str | Path, dst_dir: str | Path) -> None:
+    """Copy a run's database from ``src_dir`` into ``dst_dir/run.db`` with SQLite's online backup
+    (a consistent copy while the source's worker keeps writing; the source is only read).
+
+    Raises:
+        DfkdVizError: the source has no database. sqlite3.Error / OSError: the copy failed.
+    """
+    src = Path(src_dir) / "run.db"
+    if not src.exists():
+        raise DfkdVizError(f"run {Path(src_dir).name!r} has no database to copy")
+    Path(dst_dir).mkdir(parents=True, exist_ok=True)
+    s = _connect(src, readonly=True)
+    d = sqlite3.connect(str(Path(dst_dir) / "run.db"))
+    try:
+        s.backup(d)
+    finally:
+        d.close()
+        s.close()
 
 
 class RunReader:

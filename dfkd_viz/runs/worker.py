@@ -39,24 +39,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dfkd_viz.jobs.liveness import process_start_time
-from dfkd_viz.runs.checkpoint import load_checkpoint, save_checkpoint
+from dfkd_viz.runs.checkpoint import checkpoints_to_drop, load_checkpoint, save_checkpoint
 from dfkd_viz.runs.config import RunConfig
 from dfkd_viz.runs.store import RunReader, RunWriter
 
 if TYPE_CHECKING:
     from dfkd_viz.distill.snapshot import Snapshot
 
-KEEP_CHECKPOINTS = 2
-
 
 class StoreRecorder:
     """Engine callbacks that write everything a run records into the run store (per-class
     evaluations into its ``per_class`` table, see :mod:`dfkd_viz.runs.store`)."""
 
-    def __init__(self, writer: RunWriter, run_dir: Path, score_name: str | None = None) -> None:
+    def __init__(
+        self,
+        writer: RunWriter,
+        run_dir: Path,
+        score_name: str | None = None,
+        checkpoint_every: int = 20,
+        keep_checkpoints: int = 25,
+    ) -> None:
         self.w = writer
         self.dir = run_dir
         self.score_name = score_name
+        self.checkpoint_every = checkpoint_every
+        self.keep_checkpoints = keep_checkpoints
         self._last_status = 0.0
         self._per_run_written = False
 
@@ -103,10 +110,16 @@ class StoreRecorder:
         save_checkpoint(path, tensors, meta)
         self.w.add_checkpoint(p["step"], str(path), engine.wall_s)
         with RunReader(self.dir) as r:
-            old = r.checkpoints()[:-KEEP_CHECKPOINTS]
-        for c in old:
-            Path(c["path"]).unlink(missing_ok=True)
-            self.w.remove_checkpoint(c["step"])
+            stored = r.checkpoints()
+        drop = set(
+            checkpoints_to_drop(
+                [c["step"] for c in stored], self.checkpoint_every, self.keep_checkpoints
+            )
+        )
+        for c in stored:
+            if c["step"] in drop:  # forks hold their own hard link: unlinking here is safe
+                Path(c["path"]).unlink(missing_ok=True)
+                self.w.remove_checkpoint(c["step"])
 
 
 class EmbeddingRecorder:
@@ -313,14 +326,38 @@ def run_worker(run_dir: str | Path, resume: bool = False) -> int:
         if resume:
             with RunReader(run_dir) as r:
                 ckpts = r.checkpoints()
+                run_meta = r.meta()
             if ckpts:
                 tensors, meta = load_checkpoint(ckpts[-1]["path"], device)
-                engine.load_state_dict(tensors, meta)
+                first_of_fork = run_meta.get("fork_step") == str(ckpts[-1]["step"])
+                # the defense whose state the checkpoint holds (checkpoints before this field:
+                # the parent's defense for a fork's first checkpoint, else the run's own)
+                was = meta.get("defense") or (
+                    run_meta.get("parent_defense") if first_of_fork else engine.defense.name
+                )
+                engine.load_state_dict(tensors, meta, defense_state=was == engine.defense.name)
                 writer.truncate_after(engine.step)
-                writer.add_event(f"resumed from the checkpoint at step {engine.step}")
+                if first_of_fork and len(ckpts) == 1:
+                    writer.add_event(
+                        f"fork of {run_meta.get('parent_run')}: continuing from its checkpoint "
+                        f"at step {engine.step}"
+                        + (
+                            f"; defense {engine.defense.name} starts fresh here ({was} before)"
+                            if was != engine.defense.name
+                            else ""
+                        )
+                    )
+                else:
+                    writer.add_event(f"resumed from the checkpoint at step {engine.step}")
             else:
                 writer.add_event("no checkpoint to resume from: starting at step 0", "warning")
-        recorder = StoreRecorder(writer, run_dir, getattr(engine.defense, "score_name", None))
+        recorder = StoreRecorder(
+            writer,
+            run_dir,
+            getattr(engine.defense, "score_name", None),
+            cfg.checkpoint_every,
+            cfg.keep_checkpoints,
+        )
         recorder.attach(engine)
         emb = None
         if cfg.embedding:

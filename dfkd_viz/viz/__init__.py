@@ -3,8 +3,9 @@
 One module per view: :mod:`~dfkd_viz.viz.curves`, :mod:`~dfkd_viz.viz.per_class`,
 :mod:`~dfkd_viz.viz.decisions`, :mod:`~dfkd_viz.viz.embedding`, :mod:`~dfkd_viz.viz.sweeps`,
 :mod:`~dfkd_viz.viz.out_of_domain`, :mod:`~dfkd_viz.viz.saliency`, :mod:`~dfkd_viz.viz.audit`,
-:mod:`~dfkd_viz.viz.gallery` (HTML sample grids); shared colours and figure assembly in
-:mod:`~dfkd_viz.viz._base`.
+:mod:`~dfkd_viz.viz.gallery` (HTML sample grids), :mod:`~dfkd_viz.viz.compare` (runs side by
+side: configuration differences, overlaid curves, per-run panels); shared colours and figure
+assembly in :mod:`~dfkd_viz.viz._base`.
 """
 
 from dfkd_viz.viz._base import COLORS, LABELS, downsample

@@ -128,6 +128,33 @@ def line(
     }
 
 
+def vline(x: float, color: str | None, text: str) -> tuple[dict, dict]:
+    """A dashed vertical line at data ``x`` across the plot, and its label at the top: a
+    ``(shape, annotation)`` pair for :func:`figure`."""
+    shape = {
+        "type": "line",
+        "xref": "x",
+        "yref": "paper",
+        "x0": x,
+        "x1": x,
+        "y0": 0,
+        "y1": 1,
+        "line": {"color": color, "dash": "dash", "width": 1.5},
+    }
+    note = {
+        "xref": "x",
+        "yref": "paper",
+        "x": x,
+        "y": 1,
+        "text": text,
+        "showarrow": False,
+        "xanchor": "left",
+        "yanchor": "bottom",
+        "font": {"color": color, "size": 12},
+    }
+    return shape, note
+
+
 def hline(y: float, color: str | None, text: str) -> tuple[dict, dict]:
     shape = {
         "type": "line",

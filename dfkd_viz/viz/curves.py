@@ -14,6 +14,7 @@ from dfkd_viz.viz._base import (
     figure,
     hline,
     line,
+    vline,
     x_title,
 )
 
@@ -24,10 +25,16 @@ def accuracy_curves(
     x: str = "step",
     teacher_ref: Mapping[str, float | None] | None = None,
     title: str = "Student accuracy and attack success",
+    fork_at: float | None = None,
 ) -> go.Figure:
     """Lines of fraction metrics (in %) from a wide metrics frame (one row per step), with
-    optional dotted reference lines (the teacher's values, fractions)."""
+    optional dotted reference lines (the teacher's values, fractions) and, for a fork, a dashed
+    line at ``fork_at`` (in units of ``x``): left of it is the parent's history."""
     traces, shapes, notes = [], [], []
+    if fork_at is not None:
+        s, n = vline(fork_at, "#475569", "fork")
+        shapes.append(s)
+        notes.append(n)
     for m in metrics:
         if m not in wide.columns:
             continue
