@@ -87,41 +87,7 @@ first_key = f"_first_curve_{run_id}"
 first_wait = active and info.get("id_acc") is None and not st.session_state.get(first_key)
 
 
-PER_CLASS = ("id_acc", "ood_acc", "asr")
-
-
-def _empty_per_class() -> dict:
-    return {"last": 0, "teacher": None, **{m: ([], np.zeros((0, 0))) for m in PER_CLASS}}
-
-
-def per_class_data(run_path: str, last_eval: int) -> dict:
-    """The run's per-class histories up to its evaluation at ``last_eval`` (``(steps, (S, K))``
-    per quantity, empty when not recorded) and the teacher's per-class ID accuracy. Kept in the
-    session per run and read incrementally: a poll reads only the evaluations since the last one
-    it has (measured: 300 evaluations take ~20 ms to read whole, one new evaluation ~0.6 ms).
-    When the steps went back or the last kept evaluation changed (a resume from an older
-    checkpoint rewrites them), everything is read again."""
-    key = f"_per_class::{run_path}"
-    have = st.session_state.get(key) or _empty_per_class()
-    if last_eval == have["last"]:
-        return have
-    with RunReader(run_path) as r:
-        kept_steps, kept = have["id_acc"]
-        if have["last"] > last_eval or (
-            kept_steps
-            and not np.array_equal(r.per_class("id_acc", kept_steps[-1]), kept[-1], equal_nan=True)
-        ):
-            have = _empty_per_class()
-        for m in PER_CLASS:
-            steps, values = r.per_class_history(m, after=have["last"], upto=last_eval)
-            if steps:
-                old_steps, old = have[m]
-                have[m] = (old_steps + steps, np.vstack([old, values]) if old_steps else values)
-        if have["teacher"] is None:
-            have["teacher"] = r.per_class("teacher_id_acc")
-    have["last"] = last_eval
-    st.session_state[key] = have
-    return have
+PER_CLASS = ui.PER_CLASS_METRICS
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -135,7 +101,7 @@ def per_class_view(evals, snap_step: int | None) -> None:
     """The per-class heatmap (class × evaluated step, the teacher's column beside it) and the
     confusion matrix at the snapshot slider's step (the nearest evaluation at or before it)."""
     last_eval = int(evals["step"].iloc[-1])
-    data = per_class_data(str(manager.run_dir(run_id)), last_eval)
+    data = ui.per_class_histories(str(manager.run_dir(run_id)), last_eval)
     steps_id, _ = data["id_acc"]
     if not steps_id:
         return  # a run recorded before per-class evaluations: nothing to show
