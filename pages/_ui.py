@@ -425,6 +425,9 @@ def csv_download(df, file_name: str, key: str, label: str = "Data (CSV)", contai
 PER_CLASS_METRICS = ("id_acc", "ood_acc", "asr")
 """The per-class fractions a run records at each evaluation (see ``dfkd_viz.runs.store``)."""
 
+PER_CLASS_NAMES = {"id_acc": "ID accuracy", "ood_acc": "OOD accuracy", "asr": "ASR (source class)"}
+"""How the per-class quantities are labelled in the pages' pickers."""
+
 
 def _no_per_class() -> dict[str, Any]:
     return {"last": 0, "teacher": None, **{m: ([], np.zeros((0, 0))) for m in PER_CLASS_METRICS}}

@@ -91,11 +91,7 @@ labels = vc.run_labels(run_ids)
 colors = vc.run_colors(len(run_ids))
 defaults = run_config_defaults()
 active = any(i["status"] in ACTIVE_STATES for i in infos)
-PER_CLASS_NAMES = {
-    "id_acc": "ID accuracy",
-    "ood_acc": "OOD accuracy",
-    "asr": "ASR (source class)",
-}
+PER_CLASS_NAMES = ui.PER_CLASS_NAMES
 
 
 def chip(i: int) -> str:

@@ -116,11 +116,7 @@ def per_class_view(evals, snap_step: int | None) -> None:
             options,
             horizontal=True,
             key="pc_metric",
-            format_func={
-                "id_acc": "ID accuracy",
-                "ood_acc": "OOD accuracy",
-                "asr": "ASR (source class)",
-            }.get,
+            format_func=ui.PER_CLASS_NAMES.get,
         )
     steps, values = data[metric]
     left.plotly_chart(
