@@ -3,9 +3,9 @@ its kernels when the run is launched (``python -m dfkd_viz.runs.standby``).
 
 A cold worker spends its first seconds on work that does not depend on the run: starting Python,
 importing torch, scikit-learn and torch's optimiser machinery (``torch._dynamo``), loading the test
-sets, and creating oneDNN's kernels on the first forward and backward pass. Measured on this
-project's 2-core VM, those took most of the time from **Start demo** to the first curve
-(``docs/results/performance.md``). A *standby* does them in advance:
+sets (2–6 s on this project's 2-core VM, most of the time from **Start demo** to the first curve,
+``docs/results/performance.md``), and a few tens of milliseconds creating oneDNN's kernels on the
+first forward and backward pass. A *standby* does them in advance:
 
 1. it imports everything a worker needs and, when the Start demo preset's teacher
    (:data:`WARM_PRESET`) is trained, builds that run's engine once and runs one step, one
@@ -68,7 +68,8 @@ POLL_S = 0.05
 REPLENISH_DELAY_S = 15.0
 """Seconds the standby started after a claim sleeps before warming up: its imports and warm-up
 step take a few CPU-seconds, which would otherwise slow the first steps of the run just handed
-over (2 cores). Measured: the Start demo run's first evaluation comes ~2–4 s after the claim."""
+over (2 cores). Measured: the Start demo run's first evaluation is stored ~2 s after the claim on
+a quiet machine, up to ~7.5 s under load."""
 
 START_BACKOFF_S = 60.0
 """Seconds :func:`ensure` waits before it starts another standby after one died while warming up."""
