@@ -3,7 +3,17 @@ the real Streamlit server) and the memory of server + worker, while a browser wa
 time from clicking **Start demo** to the first curve in the browser (teacher trained, its
 reference map computed: the app's default path after `dfkd-viz teachers train`).
 
-    python benchmarks/app_bench.py [--seconds 40] [--out benchmarks/results/app.json]
+    python benchmarks/app_bench.py [--seconds 40] [--out benchmarks/results/app.json] [--no-standby]
+
+The server keeps a warm standby worker ready (``dfkd_viz.runs.standby``); the click waits until it
+is ready, as a user reading the home page would (``standby_ready_s``: server launch → standby
+ready). ``--no-standby`` runs the server with ``DFKD_VIZ_STANDBY=0`` (every run spawns a cold
+worker). The first curve's profile, from the click: ``live_url_s`` (the Live page's URL: the
+launch is done), ``worker_running_s`` (the worker recorded ``running``), ``first_eval_stored_s``
+(the first evaluation is in the run store), ``curve_painted_s`` (the browser has painted a frame
+with the curve, by its own clock), ``first_curve_s`` (Playwright sees the curve: the headline
+figure, a little later than the paint on a busy machine), with the 1-minute load average at the
+click.
 
 Needs Debian's Chromium (``/usr/bin/chromium``) and Playwright. Uses a temporary DFKD_VIZ_HOME
 (trains the default teacher there first, ~8 s).
@@ -12,6 +22,7 @@ Needs Debian's Chromium (``/usr/bin/chromium``) and Playwright. Uses a temporary
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -19,11 +30,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+CURVE = ".js-plotly-plot .scatterlayer .trace"
+"""A drawn curve: a line trace inside a plotly chart (an empty chart has none)."""
 
 
 def rss_mb(pid: int) -> float:
@@ -41,18 +57,160 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
+def load_avg() -> float:
+    """The 1-minute load average (this machine's 2 cores are shared)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+class RunWatcher(threading.Thread):
+    """Watch the run store for the first new run after :meth:`start`; record the seconds (from
+    ``t0``, ``time.perf_counter``) at which its worker reported ``running`` and its first
+    evaluation was stored, polling every 20 ms."""
+
+    def __init__(self, runs: Path, t0: float) -> None:
+        super().__init__(daemon=True)
+        self.runs, self.t0 = runs, t0
+        self.before = {p.name for p in runs.iterdir()} if runs.is_dir() else set()
+        self.marks: dict[str, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from dfkd_viz.runs.store import RunReader
+
+        deadline = time.perf_counter() + 120
+        run_dir = None
+        while time.perf_counter() < deadline and not self.done.is_set():
+            if run_dir is None:
+                new = sorted({p.name for p in self.runs.iterdir()} - self.before)
+                run_dir = (
+                    self.runs / new[0] if new and (self.runs / new[0] / "run.db").exists() else None
+                )
+            if run_dir is not None:
+                try:
+                    with RunReader(run_dir) as r:
+                        st = r.status()
+                        first = r.latest(("id_acc",)).get("id_acc")
+                except Exception:  # the store is being created
+                    st, first = {}, None
+                now = round(time.perf_counter() - self.t0, 2)
+                if st.get("state") == "running":
+                    self.marks.setdefault("worker_running_s", now)
+                if first is not None:
+                    self.marks["first_eval_stored_s"] = now
+                    return
+            time.sleep(0.02)
+
+
+PAINTED_JS = (
+    "new MutationObserver((_, obs) => {"
+    f"  if (document.querySelector({json.dumps(CURVE)})) {{"
+    "    obs.disconnect();"
+    "    requestAnimationFrame(() => setTimeout(() => { window.__curvePainted = Date.now(); }, 0));"
+    "  }"
+    "}).observe(document, {subtree: true, childList: true});"
+)
+"""Records (browser clock, ms since the epoch) the first frame painted with a curve: the curve
+is drawn, the frame after it has been painted; Playwright's own wait sees it a little later."""
+
+m_runs: list[str] = []
+"""The runs a measurement started (stopped at the end, whatever happens)."""
+
+
+def measure(args, base: str, home: Path, server_pid: int, t_start: float) -> dict:
+    """Drive the app in Chromium: cold start, Start demo → first curve (with its profile), then
+    a steady run watched for ``args.seconds``; returns the raw measurements."""
+    from playwright.sync_api import sync_playwright
+
+    from dfkd_viz.runs import manager, standby
+    from dfkd_viz.runs.store import RunReader
+
+    peak = 0.0
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = b.new_page(viewport={"width": 1400, "height": 2000})
+        page.add_init_script(PAINTED_JS)
+        t0 = time.perf_counter()
+        page.goto(f"{base}/")  # the first page this fresh server renders (the cold start)
+        page.wait_for_selector("text=Start demo", timeout=120000)
+        home_s = time.perf_counter() - t0
+        standby_ready_s = None
+        if not args.no_standby:  # the page started it: wait as a user reading the page would
+            deadline = time.perf_counter() + 120
+            while not standby.ready_standbys() and time.perf_counter() < deadline:
+                time.sleep(0.1)
+            standby_ready_s = round(time.perf_counter() - t_start, 2)
+            time.sleep(1.0)
+        # Start demo → the live page → the first curve (the demo's own run)
+        click_load = load_avg()
+        t0, t0_epoch = time.perf_counter(), time.time()
+        watcher = RunWatcher(home / "runs", t0)
+        watcher.start()
+        page.get_by_role("button", name="Start demo").click()
+        page.wait_for_url("**/live?run=*", timeout=120000)
+        live_url_s = time.perf_counter() - t0
+        page.wait_for_selector(CURVE, timeout=120000)
+        first_curve_s = time.perf_counter() - t0
+        watcher.done.set()
+        watcher.join(5)
+        painted = page.evaluate("() => window.__curvePainted || null")
+        if painted:
+            watcher.marks["curve_painted_s"] = round(painted / 1000 - t0_epoch, 2)
+        demo_id = page.url.split("run=")[1]
+        m_runs.append(demo_id)
+        with RunReader(manager.run_dir(demo_id)) as r:
+            demo_worker = r.meta().get("worker")
+        manager.stop(demo_id, wait_s=10)
+        # the steady state: a run long enough to stay active through the whole measurement
+        run_id = manager.launch(
+            {"teacher": "mnist-clean", "method": "dfq", "seconds": args.seconds + 60}
+        )
+        m_runs.append(run_id)
+        worker_pid = manager.run_info(run_id)["pid"] or 0
+        page.goto(f"{base}/live?run={run_id}")
+        page.wait_for_selector(".js-plotly-plot", timeout=120000)
+        (home / "profile.tsv").write_text("")  # measure steady state only
+        t1 = time.perf_counter()
+        while time.perf_counter() - t1 < args.seconds:
+            peak = max(peak, rss_mb(server_pid) + rss_mb(worker_pid))
+            time.sleep(0.5)
+        b.close()
+    return {
+        "home_s": home_s,
+        "standby_ready_s": standby_ready_s,
+        "first_curve_s": first_curve_s,
+        "live_url_s": live_url_s,
+        "marks": watcher.marks,
+        "demo_worker": demo_worker,
+        "click_load": click_load,
+        "peak": peak,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "app.json")
+    ap.add_argument("--no-standby", action="store_true", help="DFKD_VIZ_STANDBY=0 (cold workers)")
     args = ap.parse_args()
-    from playwright.sync_api import sync_playwright
-
+    if args.no_standby:
+        os.environ["DFKD_VIZ_STANDBY"] = "0"
     home = Path(tempfile.mkdtemp(prefix="dfkd-viz-bench-"))
     profile = home / "profile.tsv"
     env = dict(os.environ, DFKD_VIZ_HOME=str(home), DFKD_VIZ_PROFILE=str(profile))
     os.environ.update(DFKD_VIZ_HOME=str(home))
-    from dfkd_viz.runs import manager
+    from dfkd_viz.runs import manager, standby
+    from dfkd_viz.runs.store import ACTIVE_STATES
     from dfkd_viz.teachers import train_teacher
     from dfkd_viz.teachers.maps import compute_map
 
@@ -85,50 +243,16 @@ def main() -> None:
         except OSError:
             time.sleep(0.1)
     server_ready_s = time.perf_counter() - t_start
-    peak = 0.0
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        page = b.new_page(viewport={"width": 1400, "height": 2000})
-        t0 = time.perf_counter()
-        page.goto(f"{base}/")  # the first page this fresh server renders (the cold start)
-        page.wait_for_selector("text=Start demo", timeout=120000)
-        home_s = time.perf_counter() - t0
-        # Start demo → the live page → the first curve (the demo's own run)
-        t0 = time.perf_counter()
-        page.get_by_role("button", name="Start demo").click()
-        page.wait_for_url("**/live?run=*", timeout=120000)
-        live_url_s = time.perf_counter() - t0
-        page.wait_for_selector(".js-plotly-plot", timeout=120000)
-        first_curve_s = time.perf_counter() - t0
-        demo_id = page.url.split("run=")[1]
-        manager.stop(demo_id, wait_s=10)
-        # the steady state: a run long enough to stay active through the whole measurement
-        run_id = manager.launch(
-            {"teacher": "mnist-clean", "method": "dfq", "seconds": args.seconds + 20}
-        )
-        worker_pid = manager.run_info(run_id)["pid"]
-        page.goto(f"{base}/live?run={run_id}")
-        page.wait_for_selector(".js-plotly-plot", timeout=120000)
-        profile.write_text("")  # measure steady state only
-        t1 = time.perf_counter()
-        while time.perf_counter() - t1 < args.seconds:
-            peak = max(peak, rss_mb(server.pid) + rss_mb(worker_pid))
-            time.sleep(0.5)
-        b.close()
-    manager.stop(run_id, wait_s=10)
-    server.terminate()
-    server.wait(10)
+    try:
+        m = measure(args, base, home, server.pid, t_start)
+    finally:  # also when a measurement fails: no server, run or standby is left behind
+        for rid in m_runs:
+            with contextlib.suppress(Exception):
+                if manager.effective_status(rid)["state"] in ACTIVE_STATES:
+                    manager.stop(rid, wait_s=10)
+        server.terminate()
+        server.wait(10)
+        standby.stop_all()  # the server's standby outlives it (detached): end it with the bench
     rows = [line.split("\t") for line in profile.read_text().splitlines() if line]
     by: dict[str, list[float]] = {}
     for name, ms in rows:
@@ -136,9 +260,17 @@ def main() -> None:
     result = {
         "server_ready_s": round(server_ready_s, 2),
         # server launch → home page rendered in the browser (Chromium's own start not counted)
-        "cold_start_s": round(server_ready_s + home_s, 2),
-        "first_curve_s": round(first_curve_s, 2),
-        "live_url_s": round(live_url_s, 2),  # Start demo → the Live page's URL (launch done)
+        "cold_start_s": round(server_ready_s + m["home_s"], 2),
+        "standby_ready_s": m["standby_ready_s"],  # server launch → its standby worker ready
+        "first_curve_s": round(m["first_curve_s"], 2),
+        "first_curve_profile": {
+            # Start demo → the Live page's URL (the launch is done)
+            "live_url_s": round(m["live_url_s"], 2),
+            **m["marks"],  # worker_running_s, first_eval_stored_s, curve_painted_s
+            "first_curve_s": round(m["first_curve_s"], 2),
+            "worker": m["demo_worker"],  # standby (warm) or spawned (cold)
+            "load": m["click_load"],
+        },
         "fragments": {
             k: {
                 "n": len(v),
@@ -148,7 +280,7 @@ def main() -> None:
             for k, v in by.items()
         },
         "fragment_p95_ms": round(max(pct(v, 0.95) for v in by.values()), 1) if by else None,
-        "peak_rss_mb_server_plus_worker": round(peak, 1),
+        "peak_rss_mb_server_plus_worker": round(m["peak"], 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
@@ -157,7 +289,8 @@ def main() -> None:
     for k, v in result["fragments"].items():
         print(f"| {k} | {v['n']} | {v['p50_ms']} | {v['p95_ms']} |")
     print(
-        f"server + worker peak RSS: {peak:.0f} MB; first curve {first_curve_s:.1f} s after Start demo"
+        f"server + worker peak RSS: {m['peak']:.0f} MB; first curve {m['first_curve_s']:.1f} s "
+        "after Start demo"
     )
 
 

@@ -350,6 +350,8 @@ def app(quick: bool) -> dict:
                 "cold_start_s": a.get("cold_start_s"),
                 "server_ready_s": a["server_ready_s"],
                 "first_curve_s": a["first_curve_s"],
+                "first_curve_profile": a.get("first_curve_profile"),
+                "standby_ready_s": a.get("standby_ready_s"),
                 "fragment_p50_ms": frag.get("p50_ms"),
                 "fragment_p95_ms": frag.get("p95_ms"),
                 "fragment_renders": frag.get("n"),
@@ -449,6 +451,23 @@ def table(res: dict) -> str:
         extra = "" if d == "none" else f" ({res['defense_overhead'][d]:.2f}× slower)"
         lines.append(f"| `dfq` + defense `{d}` | {v} it/s{extra} | |")
     row("first_curve_s", "Start demo → first curve in the browser (median)", "{:.1f} s".format)
+    profiles = [
+        r["first_curve_profile"] for r in res.get("app_runs") or [] if r.get("first_curve_profile")
+    ]
+    if profiles:
+
+        def pmed(key: str) -> str:
+            vals = [p[key] for p in profiles if p.get(key) is not None]
+            return f"{statistics.median(vals):.2f} s" if vals else "—"
+
+        workers = sorted({p.get("worker") or "?" for p in profiles})
+        lines.append(
+            "| first curve's profile from the click (median): worker running · first evaluation "
+            f"stored · curve painted (browser clock) | {pmed('worker_running_s')} · "
+            f"{pmed('first_eval_stored_s')} · {pmed('curve_painted_s')} (worker: "
+            f"{', '.join(workers)}; load at the click "
+            f"{', '.join(str(p.get('load')) for p in profiles)}) | |"
+        )
     row("fragment_p95_ms", "live fragment render p95, worst of the runs", "{:.0f} ms".format)
     if res.get("app_runs"):
         txt = "; ".join(

@@ -82,7 +82,8 @@ if info.get("parent_run"):
 
 
 # until the first evaluation is in, poll faster so the first curve shows as soon as the worker
-# has it (Start demo → first curve); the fragment reruns the page once to return to 1.5 s
+# has it (Start demo → first curve); the fragment draws it, then reruns the page once to return
+# to 1.5 s
 first_key = f"_first_curve_{run_id}"
 first_wait = active and info.get("id_acc") is None and not st.session_state.get(first_key)
 
@@ -202,10 +203,11 @@ def _live_view() -> None:
 
     if wide.empty or "id_acc" not in wide.columns:
         st.info("Waiting for the first evaluation…" if active else "This run recorded no metrics.")
-    elif first_wait:
-        st.session_state[first_key] = True  # once per run and session
-        st.rerun()  # the first curve is in: redraw the page once, polling at the usual pace
+    elif first_wait and st.session_state.get(first_key):
+        st.rerun()  # the first curve is drawn: redraw the page once, polling at the usual pace
     else:
+        if first_wait:  # draw the first curve at once; the next poll reruns the page
+            st.session_state[first_key] = True  # once per run and session
         cfg = {"displaylogo": False}
         thin = viz.downsample(wide, 400)
         left, right = st.columns(2)

@@ -79,15 +79,22 @@ def zoo_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch) -> Iterator[Path]:
-    """A fresh, empty DFKD_VIZ_HOME for each test (reference-map jobs started in it are stopped
-    afterwards)."""
+    """A fresh, empty DFKD_VIZ_HOME for each test, with warm standby workers switched off
+    (``DFKD_VIZ_STANDBY=0``: the app's pages would start one per test; tests of standbys and
+    the browser tests' server switch them on). Reference-map jobs and unclaimed standbys
+    started in it are stopped afterwards."""
     h = tmp_path / "home"
     h.mkdir()
     monkeypatch.setenv("DFKD_VIZ_HOME", str(h))
+    monkeypatch.setenv("DFKD_VIZ_STANDBY", "0")
     yield h
-    # reference-map jobs that runs of this test started (and workers waiting for them) end here
     from dfkd_viz.jobs import stop_job
+    from dfkd_viz.runs import standby
 
+    # standbys nobody claimed (a claimed one is a run's worker: runs end on their own)
+    with contextlib.suppress(Exception):
+        standby.stop_all(wait_s=5.0)
+    # reference-map jobs that runs of this test started (and workers waiting for them) end here
     for rec in (h / "maps").glob(".*.progress.json"):
         with contextlib.suppress(Exception):
             stop_job(rec, wait_s=5.0)

@@ -51,7 +51,8 @@ def _free_port() -> int:
 def server(trained_home):
     """A freshly started Streamlit server on a free port (its first request is the test's)."""
     port = _free_port()
-    env = dict(os.environ, DFKD_VIZ_HOME=str(trained_home))
+    # as the app runs for a user: its pages keep a warm standby worker ready (stopped by `home`)
+    env = dict(os.environ, DFKD_VIZ_HOME=str(trained_home), DFKD_VIZ_STANDBY="1")
     cmd = [
         str(Path(sys.executable).with_name("streamlit")),
         "run",

@@ -23,6 +23,7 @@ from typing import Any
 from dfkd_viz.errors import DfkdVizError, RunStateError, UnknownNameError
 from dfkd_viz.jobs import log_tail, pid_alive, process_start_time, reap, spawn_detached, terminate
 from dfkd_viz.paths import runs_dir
+from dfkd_viz.runs import standby
 from dfkd_viz.runs.config import RunConfig, validate_config
 from dfkd_viz.runs.store import ACTIVE_STATES, RunReader, RunWriter, copy_store
 from dfkd_viz.util.io import write_atomic
@@ -83,15 +84,37 @@ def create_run(cfg: RunConfig | dict[str, Any]) -> str:
 
 
 def start_worker(run_id: str, resume: bool = False) -> int:
-    """Spawn the detached worker of ``run_id``; returns its PID."""
+    """Start the detached worker of ``run_id`` (continuing from its last checkpoint with
+    ``resume``); returns its PID.
+
+    A ready warm standby of this home (:mod:`dfkd_viz.runs.standby`) is claimed when there is
+    one (``meta.worker = "standby"``), else ``python -m dfkd_viz.runs.worker`` is spawned
+    (``"spawned"``); either way the run records the worker's PID and start time. After a claim,
+    a process that keeps standbys ready (the app server) starts the next one.
+
+    Raises:
+        UnknownNameError: no such run. OSError: the worker cannot be started.
+    """
     d = run_dir(run_id)
-    cmd = [sys.executable, "-m", "dfkd_viz.runs.worker", str(d)] + (["--resume"] if resume else [])
-    proc = spawn_detached(cmd, d / "worker.log", cwd=d)
+    warm = standby.claim(d, resume)
+    if warm is not None:
+        pid, pid_start = warm
+    else:
+        cmd = [sys.executable, "-m", "dfkd_viz.runs.worker", str(d)]
+        proc = spawn_detached(cmd + (["--resume"] if resume else []), d / "worker.log", cwd=d)
+        pid, pid_start = proc.pid, process_start_time(proc.pid)
     w = RunWriter(d)
-    w.mark_spawned(proc.pid, process_start_time(proc.pid))
-    w.set_meta(executor="local", node=socket.gethostname(), ray_node_id=None)
+    w.mark_spawned(pid, pid_start)
+    w.set_meta(
+        executor="local",
+        node=socket.gethostname(),
+        ray_node_id=None,
+        worker="standby" if warm is not None else "spawned",
+    )
     w.close()
-    return proc.pid
+    if warm is not None:
+        standby.replenish()
+    return pid
 
 
 def launch(cfg: RunConfig | dict[str, Any]) -> str:

@@ -11,7 +11,8 @@ table and the ``per_class`` table when a writer opens it, and readers treat a mi
 NULL and a missing ``per_class`` table as "no per-class data")::
 
     meta(key TEXT PRIMARY KEY, value TEXT)                   -- schema_version, run_id, and where
-        the run was last distilled: executor (local | ray), node (host name), ray_node_id
+        the run was last distilled: executor (local | ray), node (host name), ray_node_id,
+        worker (local runs: standby = a warm standby took it, spawned = a fresh process)
     status(id = 1, state, pid, pid_start, step, total_steps, budget_s, wall_s, progress,
            created, started, updated, finished, device, threads, phase, error)
         state ∈ queued | running | finished | stopped | failed; times are UNIX seconds;

@@ -196,7 +196,7 @@ def run_cell(
         else:
             run_dir, resume = new_run_dir(runs, run_id, job["config"]), False
         w = RunWriter(run_dir)
-        w.set_meta(executor="ray", node=node, ray_node_id=node_id)
+        w.set_meta(executor="ray", node=node, ray_node_id=node_id, worker=None)
         w.close()
         cmd = [sys.executable, "-m", "dfkd_viz.runs.executors.child", str(os.getpid())]
         cmd += [str(run_dir), *(["--resume"] if resume else [])]
