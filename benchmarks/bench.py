@@ -350,6 +350,7 @@ def app(quick: bool) -> dict:
                 "cold_start_s": a.get("cold_start_s"),
                 "server_ready_s": a["server_ready_s"],
                 "first_curve_s": a["first_curve_s"],
+                "first_curve_seen_s": a.get("first_curve_seen_s"),
                 "first_curve_profile": a.get("first_curve_profile"),
                 "standby_ready_s": a.get("standby_ready_s"),
                 "fragment_p50_ms": frag.get("p50_ms"),
@@ -370,6 +371,7 @@ def app(quick: bool) -> dict:
         "cold_start_s": med("cold_start_s"),
         "server_ready_s": med("server_ready_s"),
         "first_curve_s": med("first_curve_s"),
+        "first_curve_seen_s": med("first_curve_seen_s"),
         "fragment_p50_ms": med("fragment_p50_ms"),
         # the goal holds in *each* run: the worst run's p95
         "fragment_p95_ms": None
@@ -450,7 +452,16 @@ def table(res: dict) -> str:
     for d, v in (res.get("defense_it_s") or {}).items():
         extra = "" if d == "none" else f" ({res['defense_overhead'][d]:.2f}× slower)"
         lines.append(f"| `dfq` + defense `{d}` | {v} it/s{extra} | |")
-    row("first_curve_s", "Start demo → first curve in the browser (median)", "{:.1f} s".format)
+    row(
+        "first_curve_s",
+        "Start demo → first curve painted in the browser (median, the browser's clock)",
+        "{:.1f} s".format,
+    )
+    row(
+        "first_curve_seen_s",
+        "… and seen by Playwright (median; the headline until 2026-12-03)",
+        "{:.1f} s".format,
+    )
     profiles = [
         r["first_curve_profile"] for r in res.get("app_runs") or [] if r.get("first_curve_profile")
     ]

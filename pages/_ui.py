@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import os
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from dfkd_viz.errors import DfkdVizError
@@ -118,8 +120,9 @@ def _warm_server() -> threading.Thread:
     pay for while the user waits for the first curve (measured 1–2.5 s on the 2-core VM): the
     teacher cards, whose ``available`` flag loads each zoo dataset's test split (MNIST-M's
     photos import scikit-learn), the first validation of a run configuration (the student-fits
-    check imports sympy through torch.fx), and plotly's figure classes. Failures are ignored
-    (the page then pays as before)."""
+    check imports sympy through torch.fx), and plotly's figure classes; then it freezes what
+    is in memory out of the garbage collector's full collections (see below). Failures are
+    ignored (the page then pays as before)."""
 
     def work() -> None:
         time.sleep(WARM_DELAY_S)
@@ -137,6 +140,12 @@ def _warm_server() -> threading.Thread:
 
             go.Figure(go.Scatter(x=[0], y=[0])).to_plotly_json()
             go.Figure(go.Heatmap(z=[[0]])).to_plotly_json()
+        # With torch, scikit-learn and plotly imported the server holds ~350,000 objects, and
+        # every full garbage collection walks them all: 275 ms, inside whichever render
+        # happened to trigger it (the Live fragment's slowest renders). Frozen, they are left
+        # out of every later collection (what is allocated afterwards is still collected).
+        gc.collect()
+        gc.freeze()
 
     thread = threading.Thread(target=work, name="dfkd-viz-warm", daemon=True)
     thread.start()
@@ -405,16 +414,19 @@ def start_pair(pair: str) -> None:
 
 @contextlib.contextmanager
 def profiled(name: str) -> Iterator[None]:
-    """Time a block; when ``DFKD_VIZ_PROFILE`` names a file, append ``name<TAB>milliseconds``
-    to it (used by ``benchmarks/app_bench.py`` to measure live-fragment render times)."""
+    """Time a block; when ``DFKD_VIZ_PROFILE`` names a file, append
+    ``name<TAB>wall ms<TAB>CPU ms of this thread<TAB>end (Unix seconds)`` to it (used by
+    ``benchmarks/app_bench.py`` to measure live-fragment render times: a render whose wall time
+    far exceeds its CPU time waited for the CPU or the GIL)."""
     path = os.environ.get("DFKD_VIZ_PROFILE")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     try:
         yield
     finally:
         if path:
+            wall, cpu = (time.perf_counter() - t0) * 1000, (time.thread_time() - c0) * 1000
             with open(path, "a") as fh:
-                fh.write(f"{name}\t{(time.perf_counter() - t0) * 1000:.2f}\n")
+                fh.write(f"{name}\t{wall:.2f}\t{cpu:.2f}\t{time.time():.3f}\n")
 
 
 def load_run(
@@ -489,11 +501,16 @@ def export_menu(run_id: str, container=None) -> None:
 
 def csv_download(df, file_name: str, key: str, label: str = "Data (CSV)", container=None) -> None:
     """A small download button with a chart's data as CSV (image bytes columns dropped); the
-    CSV is built when clicked. Charts themselves download as PNG from plotly's toolbar."""
-    cols = [c for c in df.columns if c != "image"]
+    CSV is built when clicked, from ``df`` or what ``df()`` returns then. Charts themselves
+    download as PNG from plotly's toolbar."""
+
+    def csv() -> bytes:
+        frame = df() if callable(df) else df
+        return frame[[c for c in frame.columns if c != "image"]].to_csv(index=False).encode()
+
     (container or st).download_button(
         label,
-        data=lambda: df[cols].to_csv(index=False).encode(),
+        data=csv,
         file_name=file_name,
         mime="text/csv",
         on_click="ignore",
@@ -508,6 +525,48 @@ PER_CLASS_METRICS = ("id_acc", "ood_acc", "asr")
 
 PER_CLASS_NAMES = {"id_acc": "ID accuracy", "ood_acc": "OOD accuracy", "asr": "ASR (source class)"}
 """How the per-class quantities are labelled in the pages' pickers."""
+
+
+def run_metrics(
+    run_path: str, names: Sequence[str] | None = None, exclude: Sequence[str] = ()
+) -> pd.DataFrame:
+    """A run's metrics as a wide frame (``step``, ``wall_s``, one column per name; ``names``
+    only, or all but ``exclude``), kept in the session per run and read incrementally.
+
+    A poll reads only the rows from the last step it has on: a step's rows may be committed in
+    two parts (its losses, then its evaluation), so that step is read again. Metrics written
+    long after their step (``ood_likeness`` of snapshots placed once the map arrives) are not
+    caught this way: leave them out with ``exclude`` or read them in full. When the worker
+    started again or the last step's rows are gone (a resume cuts the history back to its
+    checkpoint and rewrites the steps after it), everything is read again.
+    300 steps of a DFQ run (~5,000 rows) take ~11 ms to read and pivot in full; a poll ~1 ms."""
+    key = f"_metrics::{run_path}::{names}::{exclude}"
+    have = st.session_state.get(key)
+    with RunReader(run_path) as r:
+        started = r.status().get("started")
+        if have is None or have["started"] != started:
+            have = {
+                "started": started,
+                "last": -1,
+                "wide": pd.DataFrame(columns=["step", "wall_s"]),
+            }
+        new = r.metrics(names, since_step=have["last"] - 1)
+        if have["last"] >= 0 and not (new["step"] == have["last"]).any():
+            # the rows of the last step read are gone: the worker cut the history back
+            have = {"started": started, "last": -1, "wide": have["wide"].iloc[:0]}
+            new = r.metrics(names)
+    if exclude:
+        new = new[~new["name"].isin(list(exclude))]
+    if len(new):
+        part = new.pivot(index="step", columns="name", values="value")
+        part["wall_s"] = new.groupby("step")["wall_s"].max()
+        part = part.reset_index()
+        old = have["wide"]
+        old = old[old["step"] < part["step"].iloc[0]]
+        wide = pd.concat([old, part], ignore_index=True) if len(old) else part
+        have = {"started": started, "last": int(part["step"].iloc[-1]), "wide": wide}
+    st.session_state[key] = have
+    return have["wide"]
 
 
 def _no_per_class() -> dict[str, Any]:

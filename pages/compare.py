@@ -101,30 +101,6 @@ def chip(i: int) -> str:
     )
 
 
-def curves(run_path: str) -> pd.DataFrame:
-    """The run's evaluated fractions as a wide frame (``step``, ``wall_s``, ``id_acc``,
-    ``ood_acc``, ``asr``), kept in the session per run and read incrementally: a poll reads only
-    the rows from the last step it has on (an evaluation's rows are committed together). When
-    that step's rows are gone (a resume from an older checkpoint dropped them), everything is read
-    again."""
-    key = f"_cmp_curves::{run_path}"
-    empty = {"last": -1, "long": None, "wide": pd.DataFrame(columns=["step", "wall_s"])}
-    have = st.session_state.get(key) or empty
-    with RunReader(run_path) as r:
-        new = r.metrics(vc.CURVE_METRICS, since_step=have["last"] - 1)
-        if have["last"] >= 0 and not (new["step"] == have["last"]).any():
-            have = empty
-            new = r.metrics(vc.CURVE_METRICS)
-    new = new[new["step"] > have["last"]]
-    if len(new):
-        long = new if have["long"] is None else pd.concat([have["long"], new], ignore_index=True)
-        wide = long.pivot(index="step", columns="name", values="value")
-        wide["wall_s"] = long.groupby("step")["wall_s"].max()
-        have = {"last": int(long["step"].max()), "long": long, "wide": wide.reset_index()}
-    st.session_state[key] = have
-    return have["wide"]
-
-
 @st.cache_data(max_entries=64, show_spinner=False)
 def snapshot(run_path: str, step: int, placed: bool) -> pd.DataFrame:
     """The samples of the snapshot at ``step`` (cached per run and step; read again once the
@@ -220,7 +196,7 @@ def _compare_view() -> None:
     # -- one step for all runs
     frames, snaps = [], []
     for rid in run_ids:
-        frames.append(curves(paths[rid]))
+        frames.append(ui.run_metrics(paths[rid], vc.CURVE_METRICS))
         with RunReader(paths[rid]) as r:
             snaps.append(r.snapshot_steps())
     eval_steps = [

@@ -187,8 +187,9 @@ def _live_view() -> None:
     m[3].metric("agreement (synthetic)", ui.pct(cur.get("agreement")))
     m[4].metric("iterations / s", f"{cur['it_s']:.2f}" if cur.get("it_s") else "—")
 
-    with RunReader(manager.run_dir(run_id)) as r:
-        wide = r.metrics_wide()
+    run_path = str(manager.run_dir(run_id))
+    with ui.profiled("live_view/read"), RunReader(run_path) as r:
+        wide = ui.run_metrics(run_path, exclude=("ood_likeness",))
         steps = r.snapshot_steps()
         if steps:
             key = "snap_step"
@@ -208,25 +209,48 @@ def _live_view() -> None:
     else:
         if first_wait:  # draw the first curve at once; the next poll reruns the page
             st.session_state[first_key] = True  # once per run and session
-        cfg = {"displaylogo": False}
-        thin = viz.downsample(wide, 400)
-        left, right = st.columns(2)
-        evals = wide.dropna(subset=["id_acc"])
-        fork_at = None
-        if cur.get("fork_step") is not None:  # left of the line: the parent's history
-            at_fork = wide[wide["step"] <= cur["fork_step"]]
-            fork_at = cur["fork_step"] if xaxis == "step" or at_fork.empty else at_fork[xaxis].max()
-        left.plotly_chart(
-            viz.accuracy_curves(evals, x=xaxis, teacher_ref=teacher_ref, fork_at=fork_at),
-            key="acc",
-            config=cfg,
-        )
-        right.plotly_chart(viz.agreement_curve(thin, x=xaxis), key="agree", config=cfg)
-        left.plotly_chart(viz.loss_curves(thin, "g_", x=xaxis), key="gloss", config=cfg)
-        right.plotly_chart(viz.loss_curves(thin, "s_", x=xaxis), key="sloss", config=cfg)
-        ui.csv_download(wide, f"{run_id}-metrics-wide.csv", "live_csv")
-        per_class_view(evals, snap_step if steps else None)
+        with ui.profiled("live_view/curves"):
+            curves_view(cur, wide, snap_step if steps else None)
 
+    with ui.profiled("live_view/samples"):
+        samples_view(steps, snap_step if steps else None, samples if steps else None)
+
+
+def curves_view(cur: dict, wide, snap_step: int | None) -> None:
+    """The accuracy, agreement and loss curves and the per-class views. While the page waits
+    for its first curve only the accuracy curve is drawn (the browser paints it sooner); the
+    next poll redraws the page whole."""
+    cfg = {"displaylogo": False}
+    left, right = st.columns(2)
+    evals = wide.dropna(subset=["id_acc"])
+    fork_at = None
+    if cur.get("fork_step") is not None:  # left of the line: the parent's history
+        at_fork = wide[wide["step"] <= cur["fork_step"]]
+        fork_at = cur["fork_step"] if xaxis == "step" or at_fork.empty else at_fork[xaxis].max()
+    left.plotly_chart(
+        viz.accuracy_curves(evals, x=xaxis, teacher_ref=teacher_ref, fork_at=fork_at),
+        key="acc",
+        config=cfg,
+    )
+    if first_wait:
+        return
+    thin = viz.downsample(wide, 400)
+    right.plotly_chart(viz.agreement_curve(thin, x=xaxis), key="agree", config=cfg)
+    left.plotly_chart(viz.loss_curves(thin, "g_", x=xaxis), key="gloss", config=cfg)
+    right.plotly_chart(viz.loss_curves(thin, "s_", x=xaxis), key="sloss", config=cfg)
+    # the CSV is read in full when clicked (it has the late-placed map metrics too)
+    ui.csv_download(all_metrics, f"{run_id}-metrics-wide.csv", "live_csv")
+    per_class_view(evals, snap_step)
+
+
+def all_metrics():
+    """Every metric of the run, read in full (the CSV download, built when clicked)."""
+    with RunReader(manager.run_dir(run_id)) as r:
+        return r.metrics_wide()
+
+
+def samples_view(steps: list[int], snap_step: int | None, samples) -> None:
+    """The snapshot slider, the synthetic samples at its step and "Fork from here"."""
     st.subheader("Synthetic samples")
     if not steps:
         st.info("No snapshot yet: the first one comes after the first step.")

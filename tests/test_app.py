@@ -141,6 +141,50 @@ def test_live_page_for_a_running_run(home):
         proc.wait()
 
 
+def test_live_reads_a_running_run_incrementally(home):
+    """Each poll reads the rows from the last step on: a step whose losses came before its
+    evaluation gets the evaluation on the next poll, and a history cut back (a resume from an
+    older checkpoint) is read again in full."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        rid = _make_run(home, "20260101-000000-dfq-cccc", "running", steps=10, pid=proc.pid)
+        at = _run_page("pages/live.py", rid)  # steps 1-10, evaluations at the even ones
+
+        def curves():
+            _assert_clean(at)
+            figs = _figures(at)
+            acc = figs["Student accuracy and attack success"]["data"][0]["x"]
+            gen = figs["Generator loss terms (weighted)"]["data"][0]["x"]
+            return acc, gen
+
+        acc, gen = curves()
+        assert acc == [2, 4, 6, 8, 10] and gen == list(range(1, 11))
+        w = RunWriter(home / "runs" / rid)
+        w.add_metrics(11, 2.2, {"g_adv": -0.1, "g_bn": 0.5, "s_kd": 0.1}, commit=True)
+        w.close()
+        at.run()
+        acc, gen = curves()
+        assert acc == [2, 4, 6, 8, 10] and gen[-1] == 11
+        w = RunWriter(home / "runs" / rid)  # step 11's evaluation, committed after its losses
+        w.add_metrics(11, 2.2, {"id_acc": 0.99}, commit=True)
+        w.add_metrics(12, 2.4, {"g_adv": -0.1, "g_bn": 0.5, "s_kd": 0.1}, commit=True)
+        w.close()
+        at.run()
+        acc, gen = curves()
+        assert acc == [2, 4, 6, 8, 10, 11] and gen[-2:] == [11, 12]
+        w = RunWriter(home / "runs" / rid)
+        w.truncate_after(6)
+        w.close()
+        at.run()
+        acc, gen = curves()
+        assert acc == [2, 4, 6] and gen == list(range(1, 7))
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _add_per_class(run_dir, steps, k=10):
     """Per-class records as the worker writes them: the run's constants at step 0, then
     per-class ID / OOD accuracy, per-class ASR (target 0) and both confusion matrices at

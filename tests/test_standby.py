@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_until
+from test_priority import thread_nices
 
 from dfkd_viz.jobs.liveness import pid_alive
+from dfkd_viz.jobs.priority import DEFAULT_NICE
 from dfkd_viz.runs import manager, standby
 from dfkd_viz.runs.store import RunReader
 
@@ -61,6 +63,8 @@ def _pool_files(pid: int) -> list[str]:
 def test_a_launch_takes_the_ready_standby_and_runs_as_a_spawned_worker_would(standby_on, tiny_run):
     rec = _ready()  # the full warm-up: the demo's engine built and stepped once
     assert set(rec["warm_s"]) == {"imports", "warm_run"}
+    if Path("/proc/self/task").is_dir():  # warmed up nice, and stays so for the run it takes
+        assert thread_nices(rec["pid"]) == {DEFAULT_NICE}
     run_id = manager.launch(_cfg(tiny_run))
     assert manager.run_info(run_id)["pid"] in (rec["pid"], None)  # None once it has finished
     assert _meta(run_id)["worker"] == "standby"

@@ -11,7 +11,9 @@ that started it). This package gives every kind of job the same four things:
 - **one progress record**: :class:`JobProgress`, written atomically by the job
   (:func:`report`) and read by anyone (:func:`read_progress`, which turns a record whose process
   vanished into ``failed`` with the last line of its log);
-- **stop**: :func:`stop_job` (SIGTERM; each job checkpoints or records ``stopped`` on it).
+- **stop**: :func:`stop_job` (SIGTERM; each job checkpoints or records ``stopped`` on it);
+- **priority**: :mod:`dfkd_viz.jobs.priority` (run workers raise their nice value, so the
+  app's pages get the CPU first).
 
 Runs keep their status in the run store's SQLite database (:mod:`dfkd_viz.runs.store`, which
 holds more than a progress record), but start, liveness and stop go through this layer too.

@@ -22,6 +22,7 @@ from typing import Any
 
 from dfkd_viz.errors import DfkdVizError, RunStateError, UnknownNameError
 from dfkd_viz.jobs import log_tail, pid_alive, process_start_time, reap, spawn_detached, terminate
+from dfkd_viz.jobs.priority import worker_nice
 from dfkd_viz.paths import runs_dir
 from dfkd_viz.runs import standby
 from dfkd_viz.runs.config import RunConfig, validate_config
@@ -92,10 +93,14 @@ def start_worker(run_id: str, resume: bool = False) -> int:
     (``"spawned"``); either way the run records the worker's PID and start time. After a claim,
     a process that keeps standbys ready (the app server) starts the next one.
 
+    Workers run at the nice value of :func:`dfkd_viz.jobs.priority.worker_nice`.
+
     Raises:
-        UnknownNameError: no such run. OSError: the worker cannot be started.
+        UnknownNameError: no such run. ConfigError: ``DFKD_VIZ_WORKER_NICE`` is not 0–19.
+        OSError: the worker cannot be started.
     """
     d = run_dir(run_id)
+    worker_nice()  # a bad setting is one sentence here, not a worker that fails
     warm = standby.claim(d, resume)
     if warm is not None:
         pid, pid_start = warm
@@ -118,7 +123,12 @@ def start_worker(run_id: str, resume: bool = False) -> int:
 
 
 def launch(cfg: RunConfig | dict[str, Any]) -> str:
-    """Create a run and start its worker; returns the run id."""
+    """Create a run and start its worker; returns the run id.
+
+    Raises:
+        ConfigError: a bad config or ``DFKD_VIZ_WORKER_NICE`` (nothing is created).
+    """
+    worker_nice()
     run_id = create_run(cfg)
     start_worker(run_id)
     return run_id
@@ -179,6 +189,8 @@ def fork(
     elif defense_params:
         changes["defense_params"] = {**pcfg.get("defense_params", {}), **defense_params}
     cfg = validate_config({**pcfg, **changes})
+    if start:
+        worker_nice()
     # a checkpoint file can vanish between listing and linking (the parent's worker thins them):
     # then the next older one is taken
     for c in sorted((c for c in ckpts if c["step"] <= step), key=lambda c: -c["step"]):

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from dfkd_viz.jobs import pid_alive, process_start_time, reap, spawn_detached, terminate
+from dfkd_viz.jobs.priority import lower_priority, worker_nice
 from dfkd_viz.paths import home
 from dfkd_viz.util.io import file_lock, read_json, write_json
 
@@ -501,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=IDLE_S, help="seconds to wait for a claim")
     parser.add_argument("--no-warm-run", action="store_true", help="warm up by imports only")
     args = parser.parse_args(argv)
+    # before any import starts a thread: the warm-up, and later the claimed run, run nice
+    lower_priority(worker_nice())
     _STATE["process"] = True
     _own_signals()
     return serve(args.delay, args.idle, not args.no_warm_run)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dfkd_viz.jobs.liveness import process_start_time
+from dfkd_viz.jobs.priority import lower_priority, worker_nice
 from dfkd_viz.runs.checkpoint import checkpoints_to_drop, load_checkpoint, save_checkpoint
 from dfkd_viz.runs.config import RunConfig
 from dfkd_viz.runs.store import RunReader, RunWriter
@@ -412,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
+    lower_priority(worker_nice())  # the app's pages first (checked when the run was launched)
     return run_worker(args.run_dir, args.resume)
 
 
