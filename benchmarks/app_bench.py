@@ -4,6 +4,14 @@ time from clicking **Start demo** to the first curve in the browser (teacher tra
 reference map computed: the app's default path after `dfkd-viz teachers train`).
 
     python benchmarks/app_bench.py [--seconds 40] [--out benchmarks/results/app.json] [--no-standby]
+        [--browser-nice N]
+
+Each render of the Live fragment (and of its parts ``live_view/read``, ``/curves``,
+``/samples``) is recorded with its wall time, the CPU time of the server's script thread and
+the time that thread waited for a core (Linux schedstat), beside the steady run's evaluations
+and the next standby's warm-up (``renders``, ``timeline``): a slow render is either work or
+waiting, and this says which. ``--browser-nice`` starts Chromium at that nice value (a
+diagnosis: how much of the waiting is the browser on the same cores).
 
 The server keeps a warm standby worker ready (``dfkd_viz.runs.standby``); the click waits until it
 is ready, as a user reading the home page would (``standby_ready_s``: server launch → standby
@@ -114,6 +122,17 @@ PAINTED_JS = (
 """Records (browser clock, ms since the epoch) the first frame painted with a curve: the curve
 is drawn, the frame after it has been painted; Playwright's own wait sees it a little later."""
 
+
+def browser_path(nice: int) -> str:
+    """Chromium, or a wrapper that starts it at nice value ``nice`` (``--browser-nice``)."""
+    if not nice:
+        return "/usr/bin/chromium"
+    wrapper = Path(tempfile.mkdtemp(prefix="dfkd-viz-bench-")) / "chromium"
+    wrapper.write_text(f'#!/bin/sh\nexec nice -n {int(nice)} /usr/bin/chromium "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 m_runs: list[str] = []
 """The runs a measurement started (stopped at the end, whatever happens)."""
 
@@ -129,7 +148,7 @@ def measure(args, base: str, home: Path, server_pid: int, t_start: float) -> dic
     peak = 0.0
     with sync_playwright() as p:
         b = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
+            executable_path=browser_path(args.browser_nice),
             args=[
                 "--headless",
                 "--no-sandbox",
@@ -231,6 +250,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "app.json")
     ap.add_argument("--no-standby", action="store_true", help="DFKD_VIZ_STANDBY=0 (cold workers)")
+    ap.add_argument(
+        "--browser-nice",
+        type=int,
+        default=0,
+        help="run Chromium at this nice value (a diagnosis: how much of a slow render is the "
+        "browser on the same cores)",
+    )
     args = ap.parse_args()
     if args.no_standby:
         os.environ["DFKD_VIZ_STANDBY"] = "0"
@@ -285,15 +311,19 @@ def main() -> None:
     rows = [line.split("\t") for line in profile.read_text().splitlines() if line]
     by: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
-    renders = []  # whole fragment renders: (end s from the steady start, wall ms, CPU ms)
+    # whole fragment renders: (end s from the steady start, wall ms, CPU ms, ms waiting for a core)
+    renders = []
     t1_epoch = m["timeline"].get("t1_epoch", 0.0)
-    for name, ms, cpu_ms, end in rows:  # "live_view", and its parts "live_view/read", …
+    for name, ms, cpu_ms, end, queued_ms in rows:  # "live_view", its parts "live_view/read", …
         by.setdefault(name, []).append(float(ms))
         cpu.setdefault(name, []).append(float(cpu_ms))
         if "/" not in name:
-            renders.append([round(float(end) - t1_epoch, 2), float(ms), float(cpu_ms)])
+            renders.append(
+                [round(float(end) - t1_epoch, 2), float(ms), float(cpu_ms), float(queued_ms)]
+            )
     whole = [k for k in by if "/" not in k]
     result = {
+        "browser_nice": args.browser_nice,
         "server_ready_s": round(server_ready_s, 2),
         # server launch → home page rendered in the browser (Chromium's own start not counted)
         "cold_start_s": round(server_ready_s + m["home_s"], 2),
@@ -322,8 +352,8 @@ def main() -> None:
         },
         "fragment_p95_ms": round(max(pct(by[k], 0.95) for k in whole), 1) if whole else None,
         "peak_rss_mb_server_plus_worker": round(m["peak"], 1),
-        # the steady measurement's renders (end s, wall ms, CPU ms of the server thread) beside
-        # what else the machine did then: a slow render with little CPU waited for the CPU
+        # the steady measurement's renders (end s, wall ms, CPU ms of the server thread, ms it
+        # waited for a core) beside what else the machine did then
         "renders": renders,
         "timeline": {k: v for k, v in m["timeline"].items() if k != "t1_epoch"},
     }

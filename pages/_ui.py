@@ -415,18 +415,32 @@ def start_pair(pair: str) -> None:
 @contextlib.contextmanager
 def profiled(name: str) -> Iterator[None]:
     """Time a block; when ``DFKD_VIZ_PROFILE`` names a file, append
-    ``name<TAB>wall ms<TAB>CPU ms of this thread<TAB>end (Unix seconds)`` to it (used by
-    ``benchmarks/app_bench.py`` to measure live-fragment render times: a render whose wall time
-    far exceeds its CPU time waited for the CPU or the GIL)."""
+    ``name<TAB>wall ms<TAB>CPU ms of this thread<TAB>end (Unix seconds)<TAB>ms waiting for a
+    core`` to it (used by ``benchmarks/app_bench.py`` to measure live-fragment render times: a
+    render whose wall time far exceeds its CPU time waited for a core, or else for the GIL or
+    a lock)."""
     path = os.environ.get("DFKD_VIZ_PROFILE")
-    t0, c0 = time.perf_counter(), time.thread_time()
+    if not path:
+        yield
+        return
+    t0, c0, q0 = time.perf_counter(), time.thread_time(), _runqueue_s()
     try:
         yield
     finally:
-        if path:
-            wall, cpu = (time.perf_counter() - t0) * 1000, (time.thread_time() - c0) * 1000
-            with open(path, "a") as fh:
-                fh.write(f"{name}\t{wall:.2f}\t{cpu:.2f}\t{time.time():.3f}\n")
+        wall, cpu = (time.perf_counter() - t0) * 1000, (time.thread_time() - c0) * 1000
+        queued = (_runqueue_s() - q0) * 1000
+        with open(path, "a") as fh:
+            fh.write(f"{name}\t{wall:.2f}\t{cpu:.2f}\t{time.time():.3f}\t{queued:.2f}\n")
+
+
+def _runqueue_s() -> float:
+    """Seconds this thread has spent ready to run but waiting for a core (Linux's schedstat;
+    0 elsewhere): what separates waiting for the CPU from waiting for the GIL or a lock."""
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def load_run(
