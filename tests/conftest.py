@@ -5,6 +5,7 @@ dirs.
 - ``CLI`` / ``run_cli(*args)``: the installed ``dfkd-viz`` command, as a user runs it.
 
 - ``zoo_home`` (session): a home whose zoo holds the trained ``mnist-clean`` teacher (≈7 s once).
+- every figure built during the tests is validated by plotly (``DFKD_VIZ_VALIDATE_FIGURES=1``).
 - ``home`` (every test, autouse): a fresh DFKD_VIZ_HOME whose ``teachers/`` is a copy-free link to
   the session zoo when the test asks for ``trained_home``; otherwise empty.
 """
@@ -24,6 +25,10 @@ import pytest
 import torch
 
 torch.set_num_threads(2)
+
+# every figure the suite builds (views, pages, reports, servers it starts) is validated by plotly,
+# which the app skips for speed (dfkd_viz.viz._base.as_figure)
+os.environ["DFKD_VIZ_VALIDATE_FIGURES"] = "1"
 
 CLI = [str(Path(sys.executable).with_name("dfkd-viz"))]
 

@@ -1,10 +1,18 @@
-"""Figure builders: data in, figure out (shapes of the traces, axes, the decisions' encoding)."""
+"""Figure builders: data in, figure out (shapes of the traces, axes, the decisions' encoding).
+Figures are built without plotly's validation in the app (``dfkd_viz.viz._base.as_figure``): the
+JSON that reaches the browser is the same as with it, and validation (on in the tests) still
+catches a wrong property."""
+
+import json
 
 import numpy as np
 import pandas as pd
+import plotly.io as pio
 import pytest
+from plotly.tools import return_figure_from_figure_or_data
 
 from dfkd_viz import viz
+from dfkd_viz.viz._base import VALIDATE_ENV, as_figure
 
 
 def test_score_histogram_stacks_on_shared_bins_and_marks_the_threshold():
@@ -118,3 +126,66 @@ def test_progression_table_has_a_row_per_sample_and_a_column_per_stage():
         assert title in out
     with pytest.raises(ValueError):
         viz.progression_html(np.zeros((3, 1, 28, 28), dtype=np.uint8))
+
+
+def _wide(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, n + 1)
+    acc = np.where(steps % 5 == 0, np.linspace(0.1, 0.95, n), np.nan)
+    return pd.DataFrame(
+        {
+            "step": steps,
+            "wall_s": steps * 0.15,
+            "id_acc": acc,
+            "ood_acc": acc / 2,
+            "agreement": rng.random(n),
+            "g_adv": -rng.random(n),
+            "g_bn": rng.random(n),
+            "g_total": rng.random(n),
+            "s_kd": rng.random(n),
+            "s_total": rng.random(n),
+        }
+    )
+
+
+def _figures() -> dict:
+    wide = _wide()
+    evals = wide.dropna(subset=["id_acc"])
+    rng = np.random.default_rng(1)
+    return {
+        "accuracy": viz.accuracy_curves(evals, teacher_ref={"id_acc": 0.98}, fork_at=30),
+        "agreement": viz.agreement_curve(wide, x="wall_s"),
+        "g_loss": viz.loss_curves(wide, "g_"),
+        "s_loss": viz.loss_curves(wide, "s_"),
+        "per_class": viz.per_class_heatmap(
+            list(evals["step"]), rng.random((len(evals), 10)), rng.random(10)
+        ),
+        "confusion": viz.confusion_heatmap(rng.integers(0, 50, (10, 10)), step=40),
+    }
+
+
+def _sent(fig) -> dict:
+    """The figure as ``st.plotly_chart`` sends it to the browser (Streamlit converts it with
+    validation, then writes its JSON)."""
+    return json.loads(pio.to_json(return_figure_from_figure_or_data(fig, validate_figure=True)))
+
+
+def test_the_browser_gets_the_same_figure_without_validation(monkeypatch):
+    monkeypatch.setenv(VALIDATE_ENV, "1")
+    checked = {k: _sent(f) for k, f in _figures().items()}
+    monkeypatch.setenv(VALIDATE_ENV, "0")
+    fast = {k: _sent(f) for k, f in _figures().items()}
+    assert fast == checked
+    # unvalidated, a figure keeps what plotly.js reads the same way: a colour scale by name
+    # ("Viridis") and empty shape / annotation lists
+    raw = _figures()["confusion"].to_plotly_json()
+    assert raw["data"][0]["colorscale"] == "Viridis"
+
+
+def test_validation_in_the_tests_catches_a_wrong_property(monkeypatch):
+    spec = {"data": [{"type": "scatter", "x": [1], "y": [1], "colour": "red"}], "layout": {}}
+    monkeypatch.setenv(VALIDATE_ENV, "0")
+    assert as_figure(spec).data[0].type == "scatter"
+    monkeypatch.setenv(VALIDATE_ENV, "1")
+    with pytest.raises(ValueError, match="colour"):
+        as_figure(spec)

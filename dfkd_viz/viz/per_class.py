@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from dfkd_viz.viz._base import AXIS
+from dfkd_viz.viz._base import AXIS, as_figure
 
 SCALE = "Viridis"
 """The colour scale of every per-class view (0 % dark, 100 % yellow: lost classes stand out)."""
@@ -147,7 +147,7 @@ def per_class_heatmap(
                 "name": "teacher",
             }
         )
-    return go.Figure({"data": data, "layout": lay})
+    return as_figure({"data": data, "layout": lay})
 
 
 def confusion_heatmap(
@@ -203,4 +203,4 @@ def confusion_heatmap(
     lay = _heat_layout(
         title, {"title": {"text": "student prediction"}, "type": "category", **AXIS}, rows, height
     )
-    return go.Figure({"data": [heat], "layout": lay})
+    return as_figure({"data": [heat], "layout": lay})
