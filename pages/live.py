@@ -33,7 +33,7 @@ teacher_ref = {
     else None,
 }
 
-c1, c2, c7, c3, c4, c5, c6 = st.columns([0.8, 1.1, 1.1, 1.4, 1.5, 1.05, 1.1])
+c1, c2, c7, c3, c4, c5, c6 = st.columns([0.95, 1.3, 1.2, 1.0, 1.5, 1.05, 1.2])
 if active and c1.button("Stop", icon=":material/stop:", key="stop"):
     try:
         manager.stop(run_id, wait_s=5.0)
