@@ -147,7 +147,10 @@ def _warm_server() -> threading.Thread:
         gc.collect()
         gc.freeze()
 
-    thread = threading.Thread(target=work, name="dfkd-viz-warm", daemon=True)
+    # not a daemon: a process that exits while the thread is inside torch's or sympy's imports
+    # would abort ("terminate called without an active exception"); the interpreter now waits
+    # for it (a few seconds at most, once per process)
+    thread = threading.Thread(target=work, name="dfkd-viz-warm", daemon=False)
     thread.start()
     return thread
 
