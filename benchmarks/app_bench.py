@@ -46,7 +46,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from screenshots import ARGS as CHROMIUM_ARGS  # noqa: E402  (the app's headless Chromium flags)
 
 CURVE = ".js-plotly-plot .scatterlayer .trace"
 """A drawn curve: a line trace inside a plotly chart (an empty chart has none)."""
@@ -149,15 +151,7 @@ def measure(args, base: str, home: Path, server_pid: int, t_start: float) -> dic
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=browser_path(args.browser_nice),
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+            args=CHROMIUM_ARGS,
         )
         page = b.new_page(viewport={"width": 1400, "height": 2000})
         page.add_init_script(PAINTED_JS)
